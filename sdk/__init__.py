@@ -1,0 +1,77 @@
+"""lcfix: fix latent concept misalignment (LC-Mis) in text-to-image generation.
+
+    >>> import lcfix
+    >>> plan = lcfix.plan("a tea cup of iced coke")
+    >>> plan.at_risk, plan.pairs[0].fragile
+    (True, 'tea cup')
+
+Heavy dependencies (torch, diffusers, transformers, litellm) load only when a feature needs
+them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from lcfix._version import __version__
+from lcfix.errors import (
+    AdapterError,
+    ConfigError,
+    InputError,
+    LcfixError,
+    PlannerError,
+    PlanValidationError,
+)
+from lcfix.plan import Concept, ConceptPair, Plan, PlannerInfo, Rewrites, Stage
+
+if TYPE_CHECKING:
+    from lcfix.planner import Planner, PlannerKind
+
+__all__ = [
+    "AdapterError",
+    "AsyncClient",
+    "Client",
+    "Concept",
+    "ConceptPair",
+    "ConfigError",
+    "InputError",
+    "LcfixError",
+    "Plan",
+    "PlanValidationError",
+    "PlannerError",
+    "PlannerInfo",
+    "Rewrites",
+    "Stage",
+    "__version__",
+    "get_planner",
+    "intercept",
+    "plan",
+    "wrap",
+]
+
+# Public names that live in modules with heavier imports, loaded on first use.
+_LAZY = {
+    "Client": "lcfix.client",
+    "AsyncClient": "lcfix.client",
+    "wrap": "lcfix.wrap",
+    "intercept": "lcfix.wrap",
+    "get_planner": "lcfix.planner",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'lcfix' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def plan(prompt: str, *, planner: PlannerKind | Planner = "auto", **kwargs: Any) -> Plan:
+    """Plan one prompt with the offline planner, or the LLM planner when one is configured."""
+    from lcfix.planner import get_planner
+
+    p = get_planner(planner, **kwargs) if isinstance(planner, str) else planner
+    return p.plan(prompt)
