@@ -10,10 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal, Protocol, TypeVar, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
 from lcfix.errors import ConfigError
 from lcfix.plan import Plan
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 StagingMode = Literal["auto", "native", "emulate", "off"]
 """auto: stage natively where the backend can, else emulate where it can, else rewrite only.
@@ -127,10 +126,12 @@ class ImageAdapter(Protocol):
     async def aclose(self) -> None: ...
 
 
-O = TypeVar("O", bound=AdapterOptions)
+OptionsT = TypeVar("OptionsT", bound=AdapterOptions)
 
 
-def parse_options(cls: type[O], options: O | Mapping[str, Any] | None, *, adapter: str) -> O:
+def parse_options(
+    cls: type[OptionsT], options: OptionsT | Mapping[str, Any] | None, *, adapter: str
+) -> OptionsT:
     """Validate user options against an adapter's Options class, naming each bad field."""
     if isinstance(options, cls):
         return options
@@ -138,7 +139,8 @@ def parse_options(cls: type[O], options: O | Mapping[str, Any] | None, *, adapte
         return cls.model_validate(dict(options or {}))
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors(include_url=False)
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+            for e in exc.errors(include_url=False)
         )
         allowed = ", ".join(sorted(cls.model_fields)) or "none"
         raise ConfigError(

@@ -5,6 +5,7 @@ Shared by every planner, so a plan reads the same whichever planner found the pa
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Mapping, Sequence
 
@@ -73,7 +74,7 @@ def _find_span(text: str, phrase: str) -> tuple[int, int] | None:
     ws = [re.escape(w) for w in words(phrase)]
     if not ws:
         return None
-    pattern = r"\b" + r"[\s\-]+".join(ws[:-1] + [ws[-1] + r"(?:e?s)?"]) + r"\b"
+    pattern = r"\b" + r"[\s\-]+".join([*ws[:-1], ws[-1] + r"(?:e?s)?"]) + r"\b"
     m = re.search(pattern, text, flags=re.IGNORECASE)
     return (m.start(), m.end()) if m else None
 
@@ -96,10 +97,12 @@ def natural_rewrite(
         desc = descriptions.get(pair.fragile, "").strip().rstrip(".")
         desc = desc[:1].lower() + desc[1:]
         latent = pair.latent if pair.latent and not phrase_in(prompt, pair.latent) else None
-        inner = ", ".join(x for x in (desc, f"not {_article(latent)}{latent}" if latent else "") if x)
+        inner = ", ".join(
+            x for x in (desc, f"not {_article(latent)}{latent}" if latent else "") if x
+        )
         span = _find_span(text, pair.fragile)
         if inner and span is not None:
-            text = f"{text[: span[1]]} ({inner}){text[span[1]:]}"
+            text = f"{text[: span[1]]} ({inner}){text[span[1] :]}"
         elif inner:
             lead.append(f"{pair.fragile} ({inner})")
         tail.append(f"The {pair.fragile} must be clearly visible")
@@ -142,7 +145,7 @@ def format_when(end: float) -> str:
 def a1111_rewrite(stages: Sequence[Stage]) -> str:
     """Nested ``[from:to:when]`` prompt editing that reproduces the stages."""
     out = a1111_escape(stages[0].prompt)
-    for stage, nxt in zip(stages, stages[1:], strict=False):
+    for stage, nxt in itertools.pairwise(stages):
         out = f"[{out}:{a1111_escape(nxt.prompt)}:{format_when(stage.end)}]"
     return out
 

@@ -21,7 +21,8 @@ boundary that called them, and kept as ``__cause__``.
     │   │   ├── RateLimitError      429; .retry_after
     │   │   ├── ContentPolicyError  the provider refused the prompt or filtered the image
     │   │   ├── BadRequestError     other 4xx
-    │   │   └── BackendServerError  5xx
+    │   │   ├── BackendServerError  5xx
+    │   │   └── BackendConnectionError  the provider could not be reached (DNS, refused, reset)
     │   ├── BackendTimeoutError     a request or a job poll ran out of time
     │   └── JobFailedError          a job API reported failure; .job_id, .state
     └── CacheError                  the plan or ratio cache could not be read or written
@@ -178,6 +179,10 @@ class BackendServerError(BackendError):
     """5xx: the provider failed."""
 
 
+class BackendConnectionError(BackendError):
+    """The provider could not be reached: DNS failure, connection refused or reset."""
+
+
 class BackendTimeoutError(AdapterError):
     """A request, or the polling of a job, ran out of time."""
 
@@ -186,7 +191,11 @@ class JobFailedError(AdapterError):
     """A job API reported that the job failed."""
 
     def __init__(
-        self, message: str, *, adapter: str | None = None, job_id: str | None = None,
+        self,
+        message: str,
+        *,
+        adapter: str | None = None,
+        job_id: str | None = None,
         state: str | None = None,
     ) -> None:
         self.job_id = job_id

@@ -7,12 +7,12 @@ the full prompt. ``lcfix schema`` prints the JSON Schema.
 
 from __future__ import annotations
 
+import itertools
 from typing import Annotated, Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from lcfix.errors import PlanValidationError
 from lcfix.text import content_words, missing_words, phrase_in
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 PLAN_VERSION: Literal[1] = 1
 MIN_STAGE_END = 0.025
@@ -150,7 +150,7 @@ def plan_problems(plan: Plan) -> list[str]:
     """Every way ``plan`` breaks the contract; empty when it is valid."""
     problems: list[str] = []
     ends = [s.end for s in plan.stages]
-    if any(b <= a for a, b in zip(ends, ends[1:], strict=False)):
+    if any(b <= a for a, b in itertools.pairwise(ends)):
         problems.append(f"stage ends must strictly increase, got {ends}")
     if ends[-1] != 1.0:
         problems.append(f"the last stage must end at 1.0, got {ends[-1]}")

@@ -17,15 +17,36 @@ STOPWORDS = frozenset(
     over under near next beside inside outside within upon about around across through along
     against among between behind below beneath above has have had do does did will would can
     could should shall may might must made full filled served sitting standing placed put set
-    being having""".split()
+    being having
+    """.split()  # noqa: SIM905
 )
 
 _IRREGULAR = {
-    "leaves": "leaf", "knives": "knife", "wolves": "wolf", "loaves": "loaf", "shelves": "shelf",
-    "geese": "goose", "mice": "mouse", "teeth": "tooth", "feet": "foot", "children": "child",
-    "men": "man", "women": "woman", "people": "person", "oxen": "ox", "dice": "die",
-    "cacti": "cactus", "fungi": "fungus", "octopi": "octopus", "calves": "calf", "halves": "half",
-    "scarves": "scarf", "wives": "wife", "lives": "life", "thieves": "thief", "sheaves": "sheaf",
+    "leaves": "leaf",
+    "knives": "knife",
+    "wolves": "wolf",
+    "loaves": "loaf",
+    "shelves": "shelf",
+    "geese": "goose",
+    "mice": "mouse",
+    "teeth": "tooth",
+    "feet": "foot",
+    "children": "child",
+    "men": "man",
+    "women": "woman",
+    "people": "person",
+    "oxen": "ox",
+    "dice": "die",
+    "cacti": "cactus",
+    "fungi": "fungus",
+    "octopi": "octopus",
+    "calves": "calf",
+    "halves": "half",
+    "scarves": "scarf",
+    "wives": "wife",
+    "lives": "life",
+    "thieves": "thief",
+    "sheaves": "sheaf",
 }
 _KEEP_S = ("ss", "us", "is", "ous", "as", "ys", "os")
 
