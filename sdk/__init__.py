@@ -23,10 +23,12 @@ from lcfix.errors import (
     PlannerError,
     PlanValidationError,
 )
-from lcfix.plan import Concept, ConceptPair, Plan, PlannerInfo, Rewrites, Stage
 
 if TYPE_CHECKING:
-    from lcfix.planner import Planner, PlannerKind
+    from lcfix.client import AsyncClient, Client
+    from lcfix.plan import Concept, ConceptPair, Plan, PlannerInfo, Rewrites, Stage
+    from lcfix.planner import Planner, PlannerKind, get_planner
+    from lcfix.wrap import intercept, wrap
 
 __all__ = [
     "AdapterError",
@@ -50,8 +52,15 @@ __all__ = [
     "wrap",
 ]
 
-# Public names that live in modules with heavier imports, loaded on first use.
+# Public names that live in modules with heavier imports (pydantic, httpx), loaded on first
+# use so that `import lcfix` stays cheap.
 _LAZY = {
+    "Concept": "lcfix.plan",
+    "ConceptPair": "lcfix.plan",
+    "Plan": "lcfix.plan",
+    "PlannerInfo": "lcfix.plan",
+    "Rewrites": "lcfix.plan",
+    "Stage": "lcfix.plan",
     "Client": "lcfix.client",
     "AsyncClient": "lcfix.client",
     "wrap": "lcfix.wrap",
