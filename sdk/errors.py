@@ -11,7 +11,12 @@ boundary that called them, and kept as ``__cause__``.
     ├── PlanValidationError         a plan breaks the plan contract; .problems
     ├── PlannerError
     │   ├── PlannerBackendError     the LLM call failed (after transport retries)
-    │   │   └── PlannerAuthError    the LLM rejected the credentials; names the variable
+    │   │   ├── PlannerAuthError    the LLM rejected the credentials; names the variable
+    │   │   ├── PlannerTransientError  429, 5xx, timeout or lost connection; retried;
+    │   │   │   │                      .status_code, .retry_after, .attempts
+    │   │   │   ├── PlannerRateLimitError  429; .retry_after
+    │   │   │   └── PlannerTimeoutError    the request ran out of time
+    │   │   └── PlannerCircuitOpenError    recent calls kept failing; not tried now
     │   └── PlannerOutputError      the LLM's plans stayed invalid after re-asks; .attempts
     ├── AdapterError                .adapter
     │   ├── AdapterNotFoundError    unknown backend name, or its plugin failed to import
@@ -99,6 +104,38 @@ class PlannerBackendError(PlannerError):
 
 class PlannerAuthError(PlannerBackendError):
     """The LLM provider rejected the credentials."""
+
+
+class PlannerTransientError(PlannerBackendError):
+    """A failure worth retrying: 429, 5xx, a timeout or a lost connection.
+
+    ``attempts`` is how many HTTP attempts were made before giving up.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        retry_after: float | None = None,
+        attempts: int = 1,
+    ) -> None:
+        self.status_code = status_code
+        self.retry_after = retry_after
+        self.attempts = attempts
+        super().__init__(message)
+
+
+class PlannerRateLimitError(PlannerTransientError):
+    """429: the LLM provider asked us to slow down. ``retry_after`` is in seconds when it said."""
+
+
+class PlannerTimeoutError(PlannerTransientError):
+    """The LLM request ran out of time."""
+
+
+class PlannerCircuitOpenError(PlannerBackendError):
+    """Recent LLM calls kept failing, so this one was not attempted (the circuit is open)."""
 
 
 class PlannerOutputError(PlannerError):
