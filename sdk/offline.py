@@ -1,0 +1,231 @@
+"""The embedded offline planner: no network, no key, deterministic and fast.
+
+    >>> from lcfix.offline import OfflinePlanner
+    >>> plan = OfflinePlanner(embeddings=False).plan("A tea cup of iced coke")
+    >>> plan.pairs[0].fragile, plan.pairs[0].latent
+    ('tea cup', 'glass')
+
+It extracts concept phrases (:mod:`lcfix.phrases`), classifies them with the shipped
+knowledge base (:mod:`lcfix.kb`), detects clashes pattern by pattern (:mod:`lcfix.detect`)
+and builds the plan with :func:`lcfix.compose.compose_plan`. With the embeddings extra
+installed, phrases the knowledge base lacks are mapped onto its nearest entry by MiniLM
+(:mod:`lcfix.embeddings`), batched across ``plan_many``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+
+from lcfix.compose import compose_plan
+from lcfix.detect import Finding, detect
+from lcfix.errors import ConfigError, InputError, LcfixError
+from lcfix.kb import Entry, KnowledgeBase, load_kb
+from lcfix.phrases import Chunk, chunk
+from lcfix.plan import ConceptPair, Plan, PlannerInfo
+from lcfix.planner import MAX_PROMPT_CHARS, BasePlanner
+from lcfix.text import content_words, phrase_in
+from pydantic import ValidationError
+
+DEFAULT_THRESHOLD = 0.8
+"""Cosine similarity above which an unknown phrase takes the category of its nearest entry."""
+_ON = frozenset({"", "1", "true", "yes", "on"})
+_OFF = frozenset({"0", "false", "no", "off"})
+_LOCATIVE = frozenset(
+    {"in", "at", "near", "front", "outside", "through", "across", "visiting", "past", "around",
+     "inside", "before", "over", "beside", "by"}
+)  # fmt: skip
+_PLAN_CACHE_SIZE = 4096
+
+
+def embeddings_enabled(requested: bool | None) -> bool:
+    """Resolve the ``embeddings`` switch: argument, then ``LCFIX_EMBEDDINGS``, then install.
+
+    ``True`` without the extra raises ``ExtraNotInstalledError``; ``None`` turns embeddings
+    on when ``LCFIX_EMBEDDINGS`` is unset, 1 or true and the extra is installed.
+    """
+    from lcfix import embeddings
+
+    if requested is True:
+        if not embeddings.available():
+            raise embeddings.missing_extra()
+        return True
+    if requested is False:
+        return False
+    env = os.environ.get("LCFIX_EMBEDDINGS", "").strip().lower()
+    if env in _OFF:
+        return False
+    if env not in _ON:
+        raise ConfigError(f"LCFIX_EMBEDDINGS must be 1/true or 0/false, got {env!r}")
+    return embeddings.available()
+
+
+class OfflinePlanner(BasePlanner):
+    """Plans prompts with the shipped knowledge base, optionally generalised by MiniLM."""
+
+    name = "offline"
+
+    def __init__(
+        self,
+        *,
+        embeddings: bool | None = None,
+        kb_path: str | Path | None = None,
+        threshold: float = DEFAULT_THRESHOLD,
+    ) -> None:
+        self.kb: KnowledgeBase = load_kb(kb_path)
+        self.embeddings = embeddings_enabled(embeddings)
+        self.threshold = threshold
+        self.info = PlannerInfo(
+            name="offline", model="minilm" if self.embeddings else None, version=self.kb.version
+        )
+        self._index: _EntryIndex | None = None
+        self._plans: OrderedDict[str, Plan] = OrderedDict()
+
+    def plan(self, prompt: str) -> Plan:
+        result = self.plan_many([prompt])[0]
+        if isinstance(result, LcfixError):
+            raise result
+        return result
+
+    def plan_many(self, prompts: Sequence[str]) -> list[Plan | LcfixError]:
+        """Plan every prompt; unknown phrases of the whole batch are embedded in one call."""
+        out: list[Plan | LcfixError | None] = [None] * len(prompts)
+        todo: list[tuple[int, str, list[Chunk]]] = []
+        for i, prompt in enumerate(prompts):
+            try:
+                _check(prompt)
+            except InputError as exc:
+                out[i] = exc
+                continue
+            cached = self._plans.get(prompt)
+            if cached is not None:
+                out[i] = cached
+                continue
+            todo.append((i, prompt, chunk(self.kb, prompt)))
+        if self.embeddings and todo:
+            self._classify_unknown([c for _, _, chunks in todo for c in _embeddable(chunks)])
+        for i, prompt, chunks in todo:
+            _guess_places(chunks)
+            plan = self._compose(prompt, detect(self.kb, prompt, chunks))
+            self._remember(prompt, plan)
+            out[i] = plan
+        return [r for r in out if r is not None]
+
+    def _classify_unknown(self, chunks: list[Chunk]) -> None:
+        if not chunks:
+            return
+        if self._index is None:
+            self._index = _EntryIndex(self.kb)
+        texts = sorted({c.unknown for c in chunks if c.unknown})
+        found = self._index.classify(texts, self.threshold)
+        for c in chunks:
+            if c.unknown and found.get(c.unknown):
+                c.senses = list(found[c.unknown])
+
+    def _compose(self, prompt: str, findings: list[Finding]) -> Plan:
+        pairs: list[ConceptPair] = []
+        descriptions: dict[str, str] = {}
+        ends: list[float] = []
+        for f in findings:
+            if not _from_prompt(prompt, f.fragile) or not _from_prompt(prompt, f.dominant):
+                continue
+            pairs.append(
+                ConceptPair(
+                    fragile=f.fragile,
+                    dominant=f.dominant,
+                    latent=f.latent,
+                    pattern=f.pattern,
+                    severity=f.severity,
+                    rationale=f.rationale,
+                )
+            )
+            ends.append(self.kb.patterns[f.pattern].stage1_end)
+            for name, desc in ((f.fragile, f.fragile_desc), (f.dominant, f.dominant_desc)):
+                if desc and name not in descriptions:
+                    descriptions[name] = desc
+        try:
+            return compose_plan(
+                prompt,
+                pairs,
+                planner=self.info,
+                descriptions=descriptions,
+                stage1_end=max(ends) if ends else None,
+            )
+        except ValidationError:
+            # Never fail a prompt because of an odd phrase: plan it as not at risk.
+            return compose_plan(prompt, [], planner=self.info)
+
+    def _remember(self, prompt: str, plan: Plan) -> None:
+        self._plans[prompt] = plan
+        if len(self._plans) > _PLAN_CACHE_SIZE:
+            self._plans.popitem(last=False)
+
+
+def _check(prompt: str) -> None:
+    if not isinstance(prompt, str):
+        raise InputError(f"a prompt must be a string, got {type(prompt).__name__}", field="prompt")
+    if not prompt.strip():
+        raise InputError("the prompt is empty", field="prompt")
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise InputError(
+            f"the prompt is {len(prompt)} characters long; the limit is {MAX_PROMPT_CHARS}",
+            field="prompt",
+        )
+
+
+def _from_prompt(prompt: str, phrase: str) -> bool:
+    return bool(content_words(phrase)) and phrase_in(prompt, phrase)
+
+
+def _embeddable(chunks: list[Chunk]) -> list[Chunk]:
+    """Unknown chunks worth embedding: a clash needs two concepts in the prompt."""
+    concepts = sum(1 for c in chunks if c.senses or c.unknown)
+    return [c for c in chunks if c.unknown and not c.senses] if concepts >= 2 else []
+
+
+def _guess_places(chunks: list[Chunk]) -> None:
+    """Treat an unknown capitalised name after 'in', 'at', 'in front of'... as a named place.
+
+    Not in Title Case prompts, where capitals say nothing.
+    """
+    heads = [c.head for c in chunks if c.head is not None and c.head.kind in ("term", "word")]
+    if heads and sum(h.cap for h in heads) * 2 > len(heads):
+        return
+    for c in chunks:
+        if c.senses or not c.unknown or c.index == 0 or not _LOCATIVE & set(c.connector):
+            continue
+        regions = frozenset(r for m in c.mods for e in m.senses for r in e.regions)
+        if regions:  # "a Texas rodeo", "a Moroccan riad": a setting of that region
+            c.senses = [Entry("place", c.unknown, "", kind="setting", regions=regions)]
+        elif c.proper:
+            c.senses = [Entry("place", c.unknown, "", kind="landmark")]
+
+
+class _EntryIndex:
+    """Knowledge-base labels (names and aliases) searchable by embedding similarity."""
+
+    def __init__(self, kb: KnowledgeBase) -> None:
+        from lcfix.embeddings import Embedder, NearestLabel
+
+        by_label: dict[str, list[Entry]] = {}
+        # Generic scene words are labels too, with no entry: a phrase nearest to "road" or
+        # "festival" stays unclassified instead of snapping onto an unrelated entity.
+        for word in kb.words["neutral"] | kb.words["parts"]:
+            by_label.setdefault(word, [])
+        for entry in kb.entries:
+            for label in (entry.name, *entry.aliases):
+                bucket = by_label.setdefault(label.lower(), [])
+                if entry not in bucket:
+                    bucket.append(entry)
+        self.labels = sorted(by_label)
+        self.entries = [tuple(by_label[label]) for label in self.labels]
+        self.search = NearestLabel(Embedder(), kb.version, self.labels)
+        self.cache: dict[str, tuple[Entry, ...]] = {}
+
+    def classify(self, texts: Sequence[str], threshold: float) -> dict[str, tuple[Entry, ...]]:
+        new = [t for t in texts if t not in self.cache]
+        for text, (idx, sim) in zip(new, self.search.nearest(new), strict=True):
+            self.cache[text] = self.entries[idx] if sim >= threshold else ()
+        return {t: self.cache[t] for t in texts}

@@ -1,0 +1,91 @@
+"""Clash rules: a typical partner is fine, an unusual one is a clash, fragile per pattern."""
+
+from __future__ import annotations
+
+import pytest
+from lcfix.detect import Finding, detect
+from lcfix.kb import load_kb
+from lcfix.phrases import chunk
+
+KB = load_kb()
+
+
+def _find(prompt: str) -> list[Finding]:
+    return detect(KB, prompt, chunk(KB, prompt))
+
+
+@pytest.mark.parametrize(
+    ("prompt", "fragile", "dominant", "latent", "pattern"),
+    [
+        ("Apple juice in a champagne coupe", "champagne coupe", "Apple juice", "glass",
+         "beverage-container"),
+        ("Waffles served in a mug", "mug", "Waffles", "plate", "food-tableware"),
+        ("Kimchi at the Leaning Tower of Pisa", "Leaning Tower of Pisa", "Kimchi",
+         "Korean restaurant", "cuisine-location"),
+        ("A bison at the Parthenon", "Parthenon", "bison", "prairie", "species-site"),
+        ("A sheep with zebra stripes", "zebra stripes", "sheep", "thick white wool",
+         "animal-covering"),
+        ("A brooch inside a toolbox", "brooch", "toolbox", "tools", "jewelry-storage"),
+        ("Pears growing on a grapevine", "Pears", "grapevine", "grapes", "fruit-plant"),
+        ("A purple carrot", "purple", "carrot", "orange", "object-attribute"),
+        ("A bench made of candy", "candy", "bench", "wood", "object-material"),
+        ("A glass axe", "glass", "axe", "steel", "object-material"),
+        ("A nurse in a suit of armor", "suit of armor", "nurse", "scrubs", "role-outfit"),
+    ],
+)  # fmt: skip
+def test_each_pattern_flags_its_fragile_role(
+    prompt: str, fragile: str, dominant: str, latent: str, pattern: str
+) -> None:
+    (f,) = _find(prompt)
+    assert (f.fragile, f.dominant, f.latent, f.pattern) == (fragile, dominant, latent, pattern)
+    assert 1 <= f.severity <= 5 and dominant in f.rationale
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        "Apple juice in a glass",
+        "A mug of hot cocoa on a saucer",
+        "A bowl of soup on a plate",
+        "Pancakes with a glass of milk",
+        "Kimchi in Seoul",
+        "A bison on the prairie",
+        "A camel in front of the pyramids",
+        "A sheep with thick wool",
+        "A brooch in a jewelry box",
+        "Pears on a pear tree",
+        "An orange carrot",
+        "A bench made of wood",
+        "A nurse in scrubs",
+        "A cup of coffee next to a plate of pancakes",
+        "A knight in armor on a horse",
+        "A glass bowl of fruit",
+    ],
+)
+def test_typical_combinations_are_fine(prompt: str) -> None:
+    assert _find(prompt) == []
+
+
+def test_colour_of_a_covering_is_checked_against_the_animal() -> None:
+    (f,) = _find("A flamingo with blue feathers")
+    assert f.fragile == "blue feathers" and f.pattern == "animal-covering"
+    assert _find("A flamingo with pink feathers") == []
+
+
+def test_habitat_clash_only_between_incompatible_biomes() -> None:
+    (f,) = _find("A polar bear in the desert")
+    assert f.fragile == "desert" and f.pattern == "species-site" and f.severity == 3
+    assert _find("A polar bear on an ice floe") == []
+    assert _find("A penguin on a beach") == []
+
+
+def test_domestic_animals_belong_anywhere() -> None:
+    assert _find("A dog in front of the Eiffel Tower") == []
+    assert _find("Pigeons in Times Square") == []
+
+
+def test_several_clashes_are_sorted_by_severity_then_position() -> None:
+    found = _find("A blue banana in a wine glass at the Eiffel Tower")
+    patterns = [f.pattern for f in found]
+    assert "object-attribute" in patterns and "food-tableware" in patterns
+    assert found == sorted(found, key=lambda f: (-f.severity, f.position))
