@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,8 @@ from lcfix.adapters import load_adapter
 from lcfix.adapters.base import GenerationResult, ImageAdapter, StagingMode
 from lcfix.dispatch import generate
 from lcfix.errors import ConfigError
+from lcfix.inputs import PromptRecord, looks_like_file, read_prompts
+from lcfix.jobs import Progress, run_jobs
 from lcfix.outputs import SavedImage, save_result
 from lcfix.planner import Planner
 
@@ -112,8 +115,33 @@ def show_warnings() -> None:
         logger.setLevel(min(logger.level or logging.WARNING, logging.WARNING))
 
 
+def _run_files(records: list[PromptRecord], **kwargs: Any) -> None:
+    """Every record through the resumable job runner, with a progress bar on a TTY."""
+    bar: Any = None
+
+    def progress(p: Progress) -> None:
+        nonlocal bar
+        if not sys.stderr.isatty():
+            return
+        if bar is None:
+            bar = click.progressbar(
+                length=p.total, label="generating", file=sys.stderr, show_eta=True, show_pos=True
+            )
+            bar.__enter__()
+        bar.update(p.finished - bar.pos)
+
+    try:
+        summary = run_jobs(records, progress=progress, **kwargs)
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
+    click.echo(summary.describe(), err=True)
+    if not summary.ok:
+        sys.exit(1)
+
+
 @click.command("generate")
-@click.argument("prompt")
+@click.argument("source", metavar="PROMPT|INPUT")
 @click.option("--backend", "-b", required=True, help="NAME:MODEL, e.g. openai:gpt-image-1.")
 @click.option("--api-base", default=None, help="Base URL of the API (proxy, gateway, loopback).")
 @click.option(
@@ -146,8 +174,25 @@ def show_warnings() -> None:
     show_default=True,
 )
 @click.option("--model", "planner_model", default=None, help="The LLM for --planner llm/auto.")
+@click.option(
+    "--compare",
+    is_flag=True,
+    help="Also generate the baseline (original prompt, same seed) and write index.html "
+    "and contact_sheet.png side by side.",
+)
+@click.option("--retry-failed", is_flag=True, help="Retry jobs the manifest records as failed.")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Jobs in flight for files [default: 1 local, 4 hosted].",
+)
+@click.option(
+    "--rpm", type=click.FloatRange(min=0, min_open=True), default=None, help="Requests/minute."
+)
+@click.option("--text", "as_text", is_flag=True, help="Treat the argument as a prompt, not a file.")
 def generate_cmd(
-    prompt: str,
+    source: str,
     backend: str,
     api_base: str | None,
     out_dir: Path,
@@ -160,17 +205,54 @@ def generate_cmd(
     options: tuple[str, ...],
     planner_kind: lcfix.planner.PlannerKind,
     planner_model: str | None,
+    compare: bool,
+    retry_failed: bool,
+    concurrency: int | None,
+    rpm: float | None,
+    as_text: bool,
 ) -> None:
-    """Plan PROMPT, generate it on a backend and save each image with a JSON sidecar.
+    """Plan a PROMPT, or every prompt of an INPUT file (.txt, .jsonl, .csv, - for stdin),
+    generate on a backend and save each image with a JSON sidecar.
+
+    For files, DIR/manifest.jsonl records every job: re-running is idempotent and resumes
+    after a crash or kill without redoing finished jobs.
 
     \b
     lcfix generate "a tea cup of iced coke" --backend openai:gpt-image-1 --out out/
     lcfix generate "a tea cup of iced coke" -b stability:sd3.5-large --seed 7 --out out/
+    lcfix generate prompts.txt -b openai:gpt-image-1 --out out/ --compare
     lcfix generate "..." -b openai:gpt-image-1 -o quality=high --api-base http://127.0.0.1:8080/v1
     """
     show_warnings()
-    settings = GenerateSettings(negative_prompt, width, height, seed, num_images, staging)
     backend_options = parse_options(options)
+    if compare or retry_failed or looks_like_file(source, as_text=as_text):
+        records = (
+            read_prompts(source)
+            if looks_like_file(source, as_text=as_text)
+            else [PromptRecord(1, source.strip(), 1, "<argument>")]
+        )
+        _run_files(
+            records,
+            backend=backend,
+            api_base=api_base,
+            backend_options=backend_options,
+            out_dir=out_dir,
+            planner=planner_kind,
+            model=planner_model,
+            num_images=num_images,
+            seed=seed,
+            negative_prompt=negative_prompt,
+            width=width,
+            height=height,
+            staging=staging,
+            compare=compare,
+            retry_failed=retry_failed,
+            concurrency=concurrency,
+            rpm=rpm,
+        )
+        return
+    prompt = source
+    settings = GenerateSettings(negative_prompt, width, height, seed, num_images, staging)
     adapter = build_adapter(backend, backend_options, api_base)
     try:
         planner = lcfix.planner.get_planner(planner_kind, model=planner_model)

@@ -10,21 +10,9 @@ from typing import Any, TextIO
 import click
 from lcfix.batch import JsonlSink, load_done_ids, plan_line, plan_records
 from lcfix.errors import InputError, LcfixError
-from lcfix.inputs import PromptRecord, read_prompts
+from lcfix.inputs import PromptRecord, looks_like_file, read_prompts
 from lcfix.plan import Plan, plan_json_schema
 from lcfix.planner import MAX_PROMPT_CHARS, Planner, get_planner
-
-_FILE_SUFFIXES = (".txt", ".jsonl", ".ndjson", ".csv", ".json")
-
-
-def _is_file_source(source: str, as_text: bool) -> bool:
-    if as_text:
-        return False
-    if source == "-" or Path(source).exists():
-        return True
-    # A missing "prompts.txt" is a missing file, not a prompt about prompts.txt.
-    return " " not in source.strip() and source.lower().endswith(_FILE_SUFFIXES)
-
 
 def _build_planner(opts: dict[str, Any]) -> Planner:
     cache: bool | str = False if opts["no_cache"] else (opts["cache_path"] or True)
@@ -265,7 +253,7 @@ def plan_cmd(source: str, **opts: Any) -> None:
     """
     as_text = opts.pop("as_text")
     records = None
-    if _is_file_source(source, as_text):
+    if looks_like_file(source, as_text=as_text):
         # Read and check the whole input before building a planner or touching OUTPUT.
         records = read_prompts(source, fmt=opts["input_format"])
     planner = _build_planner(opts)

@@ -39,6 +39,22 @@ class PromptRecord:
     source: str
 
 
+_FILE_SUFFIXES = (".txt", ".jsonl", ".ndjson", ".csv", ".json")
+
+
+def looks_like_file(source: str, *, as_text: bool = False) -> bool:
+    """Whether a CLI argument names a prompt file (or ``-``) rather than being a prompt.
+
+    An existing path is a file; so is a missing name with a prompt-file suffix and no spaces
+    ("prompts.txt" is a missing file, not a prompt about prompts.txt).
+    """
+    if as_text:
+        return False
+    if source == "-" or Path(source).exists():
+        return True
+    return " " not in source.strip() and source.lower().endswith(_FILE_SUFFIXES)
+
+
 def detect_format(path: str) -> InputFormat:
     """The input format implied by a file name (``.txt`` for stdin and unknown suffixes)."""
     suffix = Path(path).suffix.lower()
