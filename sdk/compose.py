@@ -139,7 +139,11 @@ def a1111_escape(text: str) -> str:
 
 
 def format_when(end: float) -> str:
-    return f"{end:.4f}".rstrip("0").rstrip(".")
+    """A stage end as A1111's ``when``: always a fraction below 1 (A1111 reads 1 as step 1)."""
+    text = f"{end:.4f}".rstrip("0").rstrip(".")
+    if text in ("0", "1"):
+        text = f"{end:.12f}".rstrip("0")
+    return text
 
 
 def a1111_rewrite(stages: Sequence[Stage]) -> str:

@@ -6,6 +6,7 @@ from lcfix.compose import (
     build_stages,
     clamp_ratio,
     compose_plan,
+    format_when,
     natural_rewrite,
     weighted_rewrite,
 )
@@ -76,3 +77,9 @@ def test_compose_plan_collects_concepts_with_descriptions() -> None:
     assert [(c.name, c.description) for c in plan.concepts] == [
         ("tea cup", "ceramic cup"), ("iced coke", "dark fizzy drink")]
     assert plan.rewrites.weighted.endswith("--no glass")
+
+
+def test_a1111_when_stays_a_fraction_near_the_edges() -> None:
+    assert format_when(0.25) == "0.25"
+    assert format_when(0.99999) == "0.99999"
+    assert format_when(0.00001) == "0.00001"
