@@ -95,7 +95,8 @@ def sidecar_dict(
         "timings": result.timings,
         "usage": result.usage,
         "requests": [r.model_dump(mode="json") for r in result.requests],
-        "extra": result.extra,
+        # Raw latents (output_type="latent") are tensors, not sidecar material.
+        "extra": {k: v for k, v in result.extra.items() if k != "latents"},
         "plan": result.plan.model_dump(mode="json"),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         **dict(metadata or {}),
