@@ -16,6 +16,8 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from lcfix.compose import compose_plan
 from lcfix.errors import (
     ConfigError,
@@ -24,8 +26,8 @@ from lcfix.errors import (
 )
 from lcfix.plan import ConceptPair, Plan, PlannerInfo
 from lcfix.planner import MAX_PROMPT_CHARS
+from lcfix.strict_schema import strict_json_schema
 from lcfix.text import missing_words, phrase_in
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 if TYPE_CHECKING:
     pass
@@ -112,27 +114,7 @@ class Answer(BaseModel):
     natural: str | None = Field(default=None, description="The prompt in explicit natural words")
 
 
-_STRICT_KEYS = frozenset({"type", "items", "anyOf", "$ref", "description", "enum"})
-
-
-def strict_schema(node: Any) -> Any:
-    """A pydantic JSON schema cut to what strict structured outputs accept: every property
-    required, no other keys, no defaults or bounds (``Answer`` checks those locally)."""
-    if isinstance(node, list):
-        return [strict_schema(n) for n in node]
-    if not isinstance(node, dict):
-        return node
-    out = {k: strict_schema(v) for k, v in node.items() if k in _STRICT_KEYS}
-    if "$defs" in node:
-        out["$defs"] = {name: strict_schema(sub) for name, sub in node["$defs"].items()}
-    if "properties" in node:
-        out["properties"] = {name: strict_schema(sub) for name, sub in node["properties"].items()}
-        out["required"] = list(node["properties"])
-        out["additionalProperties"] = False
-    return out
-
-
-ANSWER_SCHEMA: dict[str, Any] = strict_schema(Answer.model_json_schema())
+ANSWER_SCHEMA: dict[str, Any] = strict_json_schema(Answer)
 ANSWER_SCHEMA.pop("description", None)  # the class docstring is for readers, not the LLM
 """The JSON schema sent as ``response_format`` where the provider supports it."""
 

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from lcfix.llm_answer import ANSWER_SCHEMA, load_template, parse_answer
 from lcfix.plan import PlannerInfo
-
+from lcfix.strict_schema import schema_problems
 from tests.sdk.test_llm_planner import TEA, answer
 
 
@@ -20,31 +19,7 @@ def test_template_is_versioned_and_grounded() -> None:
 
 
 def test_answer_schema_is_strict() -> None:
-    allowed = {"type", "items", "anyOf", "$ref", "$defs", "description", "enum", "properties",
-               "required", "additionalProperties"}  # fmt: skip
-    objects = 0
-
-    def walk(node: Any) -> None:
-        nonlocal objects
-        if isinstance(node, list):
-            for n in node:
-                walk(n)
-        elif isinstance(node, dict):
-            assert set(node) <= allowed, set(node) - allowed
-            if "properties" in node:
-                objects += 1
-                assert node["required"] == list(node["properties"])
-                assert node["additionalProperties"] is False
-                for sub in node["properties"].values():
-                    walk(sub)
-            for key in ("items", "anyOf"):
-                if key in node:
-                    walk(node[key])
-            for sub in node.get("$defs", {}).values():
-                walk(sub)
-
-    walk(ANSWER_SCHEMA)
-    assert objects == 3  # the answer, a pair, a concept
+    assert schema_problems(ANSWER_SCHEMA) == []
     assert set(ANSWER_SCHEMA["properties"]) == {
         "at_risk",
         "pairs",
@@ -52,6 +27,7 @@ def test_answer_schema_is_strict() -> None:
         "stage1_end",
         "natural",
     }
+    assert set(ANSWER_SCHEMA["$defs"]) == {"AnswerPair", "AnswerConcept"}
 
 
 def test_prompt_cannot_close_its_fence() -> None:

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 import respx
+
 from lcfix import tools
 from lcfix.adapters.base import GenerationRequest, GenerationResult
 from lcfix.errors import RateLimitError
@@ -87,47 +88,6 @@ def test_definitions_match_the_argument_models() -> None:
 def test_plan_only_definitions() -> None:
     defs = tools.tool_definitions(generate=False)
     assert [t["function"]["name"] for t in defs] == [tools.PLAN_TOOL]
-
-
-def _obj(**props: Any) -> dict[str, Any]:
-    return {
-        "type": "object",
-        "properties": props,
-        "required": list(props),
-        "additionalProperties": False,
-    }
-
-
-@pytest.mark.parametrize(
-    ("schema", "needle"),
-    [
-        ({**_obj(a={"type": "string"}), "required": []}, "every property must be required"),
-        ({k: v for k, v in _obj(a={"type": "string"}).items() if k != "additionalProperties"},
-         "additionalProperties must be false"),
-        (_obj(a=_obj(b={"type": "string"}) | {"additionalProperties": True}),
-         "$.a: additionalProperties must be false"),
-        (_obj(a={"type": "string", "default": "x"}), "keyword 'default'"),
-        (_obj(a={"type": "string", "minLength": 1}), "keyword 'minLength'"),
-        (_obj(a={"type": ["string", "null"], "enum": ["x"]}), "must list null"),
-        (_obj(a={"type": "string", "format": "uri"}), "format 'uri'"),
-        (_obj(a={"$ref": "#/$defs/Missing"}), "does not point"),
-        (_obj(a={"type": "array"}), "must declare items"),
-        (_obj(a={"type": "strng"}), "unknown type 'strng'"),
-        ({"anyOf": [_obj(a={"type": "string"})]}, "root must be a plain object"),
-    ],
-)  # fmt: skip
-def test_schema_problems_finds_each_violation(schema: dict[str, Any], needle: str) -> None:
-    problems = tools.schema_problems(schema)
-    assert any(needle in p for p in problems), problems
-
-
-def test_schema_problems_limits_nesting() -> None:
-    node: dict[str, Any] = _obj(leaf={"type": "string"})
-    for _ in range(11):
-        node = _obj(child=node)
-    assert any("nested" in p for p in tools.schema_problems(node))
-    shallow = _obj(child=_obj(leaf={"type": "string"}))
-    assert tools.schema_problems(shallow) == []
 
 
 def test_tool_problems_checks_the_envelope() -> None:
