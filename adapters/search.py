@@ -297,6 +297,35 @@ class RatioCache:
             con.close()
 
 
+    def count(self) -> int:
+        """How many switch steps are stored (0, without creating anything, when none)."""
+        return self._existing("SELECT COUNT(*) FROM ratios")
+
+    def clear(self) -> int:
+        """Forget every stored switch step; returns how many were removed."""
+        return self._existing("DELETE FROM ratios")
+
+    def _existing(self, sql: str) -> int:
+        if not self.path.exists():
+            return 0
+        try:
+            con = sqlite3.connect(self.path, timeout=30)
+        except sqlite3.Error as exc:
+            raise CacheError(f"cannot open the ratio cache {self.path}: {exc}") from exc
+        try:
+            with con:
+                cur = con.execute(sql)
+                return int(cur.fetchone()[0]) if sql.startswith("SELECT") else cur.rowcount
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return 0
+            raise CacheError(f"cannot use the ratio cache {self.path}: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise CacheError(f"cannot use the ratio cache {self.path}: {exc}") from exc
+        finally:
+            con.close()
+
+
 def outcome_dict(outcome: SearchOutcome, total: int) -> dict[str, Any]:
     """A search outcome as JSON-ready data for ``GenerationResult.extra``."""
     return {

@@ -170,7 +170,8 @@ def _plan_file(
         msg = (
             f"lcfix: {s.total} prompts: {s.planned} planned ({s.at_risk} at risk), "
             f"{s.failed} failed, {s.skipped} skipped (already done), "
-            f"{s.fallbacks} fell back to offline, {s.cached} from cache, {s.seconds:.2f} s"
+            f"{s.fallbacks} fell back to offline, {s.screened} screened offline, "
+            f"{s.cached} from cache, {s.seconds:.2f} s"
         )
         if s.prompt_tokens or s.completion_tokens:
             msg += f", tokens {s.prompt_tokens} in / {s.completion_tokens} out"

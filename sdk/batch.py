@@ -26,6 +26,7 @@ class RunSummary:
     at_risk: int = 0
     failed: int = 0
     fallbacks: int = 0
+    screened: int = 0
     cached: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -36,7 +37,12 @@ class RunSummary:
         self.planned += 1
         self.at_risk += plan.at_risk
         info = plan.planner
-        self.fallbacks += info.fallback is not None
+        if info.fallback is not None:
+            # auto mode: prompts the offline screen found safe never went to the LLM
+            if info.fallback.startswith("screened"):
+                self.screened += 1
+            else:
+                self.fallbacks += 1
         self.cached += info.cached
         if info.usage is not None:
             self.prompt_tokens += info.usage.prompt_tokens
@@ -112,7 +118,7 @@ def plan_records(
     emit: Callable[[PromptRecord, Plan | LcfixError], None],
     *,
     done_ids: set[str] | None = None,
-    chunk_size: int = 128,
+    chunk_size: int = 1024,
     progress: Callable[[int], None] | None = None,
 ) -> RunSummary:
     """Plan every record not in ``done_ids``, calling ``emit`` in input order.

@@ -62,3 +62,18 @@ def test_corrupt_cache_is_a_clean_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["cache", "info", "--path", str(where)])
     assert result.exit_code == 1
     assert "Error:" in result.output and "plans.sqlite3" in result.output
+
+
+def test_info_and_clear_cover_the_switch_ratio_cache() -> None:
+    from lcfix.adapters.search import RatioCache
+
+    ratios = RatioCache()
+    assert ratios.count() == 0 and not ratios.path.exists()
+    ratios.put("k1", 5, 20)
+    ratios.put("k2", 6, 20)
+    runner = CliRunner()
+    info = runner.invoke(cli, ["cache", "info", "--json"])
+    assert json.loads(info.output)["switch_ratios"]["entries"] == 2
+    cleared = runner.invoke(cli, ["cache", "clear"])
+    assert "removed 2 cached switch ratios" in cleared.output
+    assert ratios.count() == 0
