@@ -12,18 +12,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from lcfix.kb import Entry, KnowledgeBase
-from lcfix.phrases import Chunk, display, has_link, link_kind
+from lcfix.kb import Entry, KnowledgeBase, fold
+from lcfix.phrases import Chunk, chunk_words, display, has_link, link_kind
+from lcfix.vessels import CONTENT, storage, vessels, worn_vessels
 
-_CONTENT = ("beverage", "food", "fruit")
-_HOLDER_FIRST = frozenset(
-    {"of", "with", "containing", "holding", "holds", "filled", "full", "brimming",
-     "overflowing", "stuffed", "loaded"}
-)  # fmt: skip
-_CONTENT_FIRST = frozenset(
-    {"in", "into", "inside", "within", "on", "onto", "upon", "from", "out", "served", "poured",
-     "bottom"}
-)  # fmt: skip
 _LOCATED = frozenset({"landmark", "city", "country", "site", "setting"})
 # A wild animal in a habitat of biome B clashes when B conflicts with every biome it lives in.
 _BIOME_CONFLICTS = {
@@ -83,7 +75,7 @@ class _Ctx:
             if self.live(o):
                 yield o, tuple(before), True
                 break
-            before = [*o.connector, *_words_of(o), *before]
+            before = [*o.connector, *chunk_words(o), *before]
         after: list[str] = []
         for j in range(c.index + 1, len(self.chunks)):
             o = self.chunks[j]
@@ -91,7 +83,7 @@ class _Ctx:
             if self.live(o):
                 yield o, tuple(after), False
                 break
-            after = [*after, *_words_of(o)]
+            after = [*after, *chunk_words(o)]
 
     def add(
         self,
@@ -147,11 +139,6 @@ def _with_article(phrase: str) -> str:
     return ("an " if phrase[0].lower() in "aeiou" else "a ") + phrase
 
 
-def _words_of(c: Chunk) -> list[str]:
-    """A skipped chunk's own words ("at the *bottom* of"), lower-cased, for the connector."""
-    return [w for item in c.items for w in item.key]
-
-
 def _desc(kb: KnowledgeBase, entry: Entry | None, name: str) -> str:
     if entry is None:
         return ""
@@ -161,15 +148,21 @@ def _desc(kb: KnowledgeBase, entry: Entry | None, name: str) -> str:
 
 
 def _colour_only(c: Chunk) -> bool:
-    return bool(c.senses) and all(e.category == "colour" for e in c.senses) and not c.mods
+    """A chunk that is just a colour, maybe with intensity words ("bright blue")."""
+    return (
+        bool(c.senses)
+        and all(e.category == "colour" for e in c.senses)
+        and all(m.kind == "adj" for m in c.mods)
+    )
 
 
 def detect(kb: KnowledgeBase, prompt: str, chunks: list[Chunk]) -> list[Finding]:
     """Every clash in the chunked prompt, most severe first, one per fragile concept."""
     ctx = _Ctx(kb, prompt, chunks)
     _predicates(ctx)
-    _vessels(ctx)
-    _storage(ctx)
+    vessels(ctx)
+    worn_vessels(ctx)
+    storage(ctx)
     _coverings(ctx)
     _fruit(ctx)
     _locations(ctx)
@@ -182,118 +175,24 @@ def detect(kb: KnowledgeBase, prompt: str, chunks: list[Chunk]) -> list[Finding]
 def _predicates(ctx: _Ctx) -> None:
     """Attach 'X made of Y' materials and 'X painted blue' colours to the chunk X."""
     last: Chunk | None = None
+    lead: list[str] = []
     for c in ctx.chunks:
-        if last is not None and has_link(ctx.kb, c.connector, "material_links"):
+        if c.neutral and last is not None:
+            # "made from thick *slices* of cheese", "painted in a soft *shade* of blue": the
+            # link reaches past the quantity or shade word to the phrase after it
+            lead += [*c.connector, *chunk_words(c)]
+            continue
+        conn = (*lead, *c.connector)
+        lead = []
+        if last is not None and has_link(ctx.kb, conn, "material_links"):
             ctx.material_role.add(c.index)
             ctx.material_of.setdefault(last.index, []).append(c)
             continue
-        if last is not None and _colour_only(c) and has_link(ctx.kb, c.connector, "colour_links"):
+        if last is not None and _colour_only(c) and has_link(ctx.kb, conn, "colour_links"):
             ctx.colour_of.setdefault(last.index, []).append(c)
             continue
         if not c.neutral and not _colour_only(c):
             last = c
-
-
-def _holds(connector: tuple[str, ...], holder_first: bool) -> bool:
-    words = set(connector)
-    return bool(words & (_HOLDER_FIRST if holder_first else _CONTENT_FIRST))
-
-
-def _content(c: Chunk) -> Entry | None:
-    for e in c.senses:
-        if e.category in _CONTENT:
-            return e
-    return None
-
-
-def _vessels(ctx: _Ctx) -> None:
-    kb = ctx.kb
-    links: list[tuple[Chunk, Entry, Chunk, Entry]] = []
-    occupant: dict[int, int] = {}
-    for c in ctx.chunks:
-        content = _content(c) if ctx.live(c) else None
-        if content is None:
-            continue
-        for o, conn, first in ctx.neighbours(c):
-            vessel = o.sense("vessel")
-            if vessel is None or _content(o) is not None or link_kind(kb, conn) == "separate":
-                continue
-            if _holds(conn, holder_first=first):
-                links.append((c, content, o, vessel))
-                if first and "of" in conn:  # "a glass of milk": the glass holds the milk
-                    occupant.setdefault(o.index, c.index)
-    by_content: dict[int, set[str]] = {}
-    for c, _, _, vessel in links:
-        by_content.setdefault(c.index, set()).add(vessel.name)
-    for c, content, o, vessel in links:
-        if occupant.get(o.index, c.index) != c.index:
-            continue  # "pancakes with a glass of milk": the glass is taken
-        # A saucer under a cup, a plate under a bowl: it holds the vessel, not the food.
-        if any(n in vessel.holds for n in by_content[c.index] - {vessel.name}):
-            continue
-        if content.topping or _fits(content, vessel):
-            continue
-        pattern = "beverage-container" if content.category == "beverage" else "food-tableware"
-        latent = content.latent or (vessel.holds_display[0] if vessel.holds_display else None)
-        ctx.add(o, c, pattern, latent, vessel, content, position=o.index)
-
-
-def _fits(content: Entry, vessel: Entry) -> bool:
-    if vessel.name in content.partner_names or content.name in vessel.holds:
-        return True
-    if content.category == "fruit":
-        return vessel.generic or "fruit" in vessel.holds or vessel.name in ("fruit bowl", "basket")
-    return vessel.generic and vessel.name.split()[-1] in content.partner_heads
-
-
-_ITEM_CATEGORIES = ("jewelry", "food", "fruit", "beverage", "object", "instrument", "cultural")
-
-
-def _storage(ctx: _Ctx) -> None:
-    kb = ctx.kb
-    for c in ctx.chunks:
-        if not ctx.live(c):
-            continue
-        store = c.sense("storage")
-        # A vessel is storage for jewelry only: food in a vessel is the food-tableware rule.
-        only_jewelry = store is None
-        store = store or c.sense("vessel")
-        if store is None:
-            continue
-        for o, conn, first in ctx.neighbours(c):
-            if link_kind(kb, conn) == "separate" or not _holds(conn, holder_first=not first):
-                continue
-            item = next((e for e in o.senses if e.category in _ITEM_CATEGORIES), None)
-            if only_jewelry and (item is None or item.category != "jewelry"):
-                continue
-            animal = o.sense("animal")
-            if item is None and animal is not None and _holds_animals(kb, store):
-                item = animal
-            if item is None or o.sense("storage") is not None:
-                continue
-            if _stores(store, item):
-                continue
-            if item.category in _CONTENT and not only_jewelry:
-                # Milk in a boot, soup in a toilet: the drink's own vessel replaces the odd
-                # container, as in the beverage-container and food-tableware patterns.
-                pattern = "beverage-container" if item.category == "beverage" else "food-tableware"
-                ctx.add(c, o, pattern, item.latent, store, item, position=c.index)
-                continue
-            pattern = "jewelry-storage" if item.category == "jewelry" else "object-storage"
-            latent = store.holds_display[0] if store.holds_display else None
-            ctx.add(o, c, pattern, latent, item, store, position=o.index)
-
-
-def _holds_animals(kb: KnowledgeBase, store: Entry) -> bool:
-    return any(kb.find(h, "animal") is not None for h in store.holds)
-
-
-def _stores(store: Entry, item: Entry) -> bool:
-    if item.name in store.holds or item.category in store.holds:
-        return True
-    if item.category == "jewelry" and (store.name in item.holds or "jewelry" in store.holds):
-        return True
-    return item.category in _CONTENT and "food" in store.holds
 
 
 def _coverings(ctx: _Ctx) -> None:
@@ -301,18 +200,16 @@ def _coverings(ctx: _Ctx) -> None:
         cov = c.sense("covering") if ctx.live(c) else None
         if cov is None:
             continue
-        animal_chunk = None
-        for o, conn, _first in ctx.neighbours(c):
-            # Only the phrase right before ("a zebra with stripes") or, failing that, right
-            # after ("leopard spots on a zebra"): "a knight in armor on a horse" is no horse's.
-            if o.sense("animal") is not None and link_kind(ctx.kb, conn) != "separate":
-                animal_chunk = o
-            break
+        animal_chunk = _wearer(ctx, c)
         if animal_chunk is None:
             continue
         animal = animal_chunk.sense("animal")
         assert animal is not None
         owners = [e for _, e in c.mod_senses("animal")]
+        nxt = ctx.chunks[c.index + 1] if c.index + 1 < len(ctx.chunks) else None
+        if nxt is not None and nxt.connector[:1] == ("of",) and nxt is not animal_chunk:
+            # "the horns of a ram", "the scaly skin of a lizard": the owner comes after
+            owners += [e for e in nxt.senses if e.category == "animal"]
         clash = False
         if owners and all(o.name != animal.name for o in owners):
             clash = True
@@ -324,6 +221,40 @@ def _coverings(ctx: _Ctx) -> None:
         if clash:
             latent = animal.coat or None
             ctx.add(c, animal_chunk, "animal-covering", latent, cov, animal, position=c.index)
+
+
+def _wearer(ctx: _Ctx, c: Chunk) -> Chunk | None:
+    """The animal said to have the covering ``c``: the phrase right before ("a zebra with
+    stripes"), past the animal's other coverings ("a swan whose feathers are replaced by
+    scales"), or, with nothing before, right after ("leopard spots on a zebra"). Never
+    across a separating word: "a knight in armor on a horse" is no horse's armor."""
+    start = _behind_frame(ctx, c)
+    skipped = False
+    for j in range(start.index - 1, -1, -1):
+        o = ctx.chunks[j]
+        if not ctx.live(o):
+            continue
+        if o.sense("covering") is not None and o.sense("animal") is None:
+            skipped = True
+            continue
+        if o.sense("animal") is None:
+            return None
+        conn = next(conn for n, conn, first in ctx.neighbours(start) if first)
+        return o if skipped or link_kind(ctx.kb, conn) != "separate" else None
+    for o, conn, _first in ctx.neighbours(start):
+        if o.sense("animal") is not None and link_kind(ctx.kb, conn) != "separate":
+            return o
+        break
+    return None
+
+
+def _behind_frame(ctx: _Ctx, c: Chunk) -> Chunk:
+    """The frame before a covering ("a *coat* of wool", "a *layer* of scales"), if any."""
+    if c.index > 0 and c.connector[-1:] == ("of",):
+        o = ctx.chunks[c.index - 1]
+        if o.head is not None and o.head.key[-1] in ctx.kb.words["frames"]:
+            return o
+    return c
 
 
 def _fruit(ctx: _Ctx) -> None:
@@ -366,7 +297,8 @@ def _locations(ctx: _Ctx) -> None:
         local = _regional(ctx, c)
         for loc, place in places:
             regions = _chunk_regions(ctx, loc, place)
-            located = place.kind in _LOCATED or bool(place.regions)
+            # A habitat said to be of a region is located too: "a Norwegian fjord"
+            located = place.kind in _LOCATED or bool(place.regions) or bool(regions)
             if local is not None and located and regions and not (local.regions & regions):
                 setting = local.setting or _region_setting(ctx.kb, local)
                 ctx.add(loc, c, "cuisine-location", setting, place, local, position=loc.index)
@@ -383,6 +315,11 @@ def _regional(ctx: _Ctx, c: Chunk) -> Entry | None:
     for e in c.senses:
         if e.category in ("food", "cultural", "beverage", "role") and e.regions and not e.topping:
             return e
+    if c.sense("vessel") is not None or c.sense("storage") is not None:
+        # "kimchi jars", "sake bottles": the container names a regional food or drink
+        for _, e in [*c.mod_senses("food"), *c.mod_senses("beverage")]:
+            if e.regions and not e.topping:
+                return e
     said = frozenset(
         r for m in c.mods for e in m.senses if e.category == "region" for r in e.regions
     )
@@ -406,11 +343,24 @@ def _species_site(
     ctx: _Ctx, c: Chunk, animal: Entry, loc: Chunk, place: Entry, regions: frozenset[str]
 ) -> None:
     latent = animal.latent
+    # A polar animal in a "tropical lagoon", a camel on a "frozen" lake: the climate the
+    # place shows clashes with the only one the animal lives in, whatever the place is.
+    climates = _place_climates(ctx, loc, place)
+    if animal.climate and climates and animal.climate not in climates:
+        ctx.add(loc, c, "species-site", latent, place, animal, position=loc.index, severity=3)
+        return
     if place.kind == "habitat":
-        biomes = place.biomes
+        biomes = place.biomes | _mod_biomes(loc)
         if not biomes or not animal.biomes or biomes & animal.biomes:
             return
-        if all(b in _BIOME_CONFLICTS.get(a, frozenset()) for a in animal.biomes for b in biomes):
+        home = place.name in animal.home or bool(animal.home & regions)
+        # A chimpanzee in a "Siberian forest", a koala in the Amazon: a biome it does not
+        # live in, in a region it does not live in.
+        foreign = bool(regions) and bool(animal.home) and not home
+        conflict = any(
+            all(b in _BIOME_CONFLICTS.get(a, frozenset()) for a in animal.biomes) for b in biomes
+        )
+        if conflict or foreign:
             ctx.add(loc, c, "species-site", latent, place, animal, position=loc.index, severity=3)
         return
     if place.kind not in _LOCATED or (place.kind == "setting" and not regions):
@@ -418,6 +368,30 @@ def _species_site(
     if place.name in animal.home or animal.home & regions:
         return
     ctx.add(loc, c, "species-site", latent, place, animal, position=loc.index)
+
+
+_BIOME_CLIMATE = {"arctic": "cold", "desert": "hot", "rainforest": "hot", "savanna": "hot"}
+
+
+def _mod_biomes(c: Chunk) -> frozenset[str]:
+    """Biomes of habitat modifiers: the "desert" of "a desert dune"."""
+    return frozenset(b for m in c.mods for e in m.senses if e.category == "place" for b in e.biomes)
+
+
+def _place_climates(ctx: _Ctx, c: Chunk, place: Entry) -> set[str]:
+    """The climates a place phrase shows: its entries' and its climate words ('icy')."""
+    out: set[str] = set()
+    entries = [place, *(e for m in c.mods for e in m.senses if e.category == "place")]
+    for e in entries:
+        if e.climate:
+            out.add(e.climate)
+        elif e.kind == "habitat":
+            out |= {_BIOME_CLIMATE[b] for b in e.biomes if b in _BIOME_CLIMATE}
+    words = ctx.kb.climate_words
+    for item in c.items:
+        if all(e.category in ("place", "region") for e in item.senses):
+            out |= {words[w] for w in map(fold, item.text.split()) if w in words}
+    return out
 
 
 def _colour_items(ctx: _Ctx, c: Chunk) -> list[tuple[str, str]]:
@@ -435,15 +409,18 @@ def _colour_items(ctx: _Ctx, c: Chunk) -> list[tuple[str, str]]:
 
 def _colours(ctx: _Ctx) -> None:
     for c in ctx.chunks:
-        if not ctx.live(c) or c.sense("covering") is not None:
+        if not ctx.live(c):
             continue
         entity = next((e for e in c.senses if e.colours), None)
+        owner = c
+        if c.sense("covering") is not None:
+            owner, entity = _skin_owner(ctx, c)
         if entity is None:
             continue
         for fam, text in _colour_items(ctx, c):
             if fam not in entity.colours:
                 latent = entity.colour_display[0] if entity.colour_display else None
-                dominant = ctx.prompt[_after_colours(c) : c.end]
+                dominant = ctx.prompt[_after_colours(c) : c.end] if owner is c else ctx.text(owner)
                 ctx.add(
                     text,
                     dominant,
@@ -454,6 +431,19 @@ def _colours(ctx: _Ctx) -> None:
                     position=c.index,
                 )
                 break
+
+
+def _skin_owner(ctx: _Ctx, c: Chunk) -> tuple[Chunk, Entry | None]:
+    """The owner of a skin said to have a colour: in "a banana with pink skin" the colour of
+    the skin is the banana's.
+
+    Animals are left to the covering rule, which knows their coats.
+    """
+    for o, conn, first in ctx.neighbours(c):
+        if first and "with" in conn and o.sense("animal") is None:
+            return o, next((e for e in o.senses if e.colours), None)
+        break
+    return c, None
 
 
 def _after_colours(c: Chunk) -> int:
@@ -480,16 +470,17 @@ def _materials(ctx: _Ctx) -> None:
         if not ctx.live(c):
             continue
         obj = next(
-            (e for e in c.senses if e.materials and e.category in ("object", "vessel")), None
+            (e for e in c.senses if e.materials and e.category in ("object", "vessel", "storage")),
+            None,
         )
         if obj is None:
             continue
-        # Vessels come in every material ("a glass mug", "a metal bowl"): only an explicit
-        # "made of" counts for them.
+        # Vessels and containers come in every material ("a glass mug", "a metal bowl"):
+        # only an explicit "made of" counts for them.
         adjectives = c.mod_senses("material") if obj.category == "object" else []
         for m, mat in adjectives:
             # "gold" may be a colour; "cheese platter", "ice cream truck" name a content.
-            if any(e.category in ("colour", *_CONTENT) for e in m.senses):
+            if any(e.category in ("colour", *CONTENT) for e in m.senses):
                 continue
             if _material_fits(obj, mat):
                 continue

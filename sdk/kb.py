@@ -28,10 +28,18 @@ CATEGORIES = (
 
 _PLACE_KINDS = frozenset({"landmark", "city", "country", "site", "setting", "habitat", "neutral"})
 _ANIMAL_TYPES = frozenset({"wild", "domestic", "urban"})
+_CLIMATES = frozenset({"cold", "hot"})
+_THING_KINDS = frozenset({"", "vehicle", "building"})
+"""Objects one can be inside or on, like a place: a boat, a bus, a house."""
 _WORD_SECTIONS = (
     "neutral", "parts", "descriptive", "verbs", "material_links", "colour_links", "separating",
-    "binding", "fillers",
+    "binding", "fillers", "nouns", "frames",
 )  # fmt: skip
+# Biomes that fix an animal's climate when its entry gives none: a walrus (arctic, ocean) is
+# a cold-climate animal, a camel (desert) a hot-climate one; a fox (forest) is neither.
+_COLD_BIOMES = frozenset({"arctic"})
+_HOT_BIOMES = frozenset({"desert", "savanna", "rainforest"})
+_TEMPERATE_BIOMES = frozenset({"forest", "mountain", "farm", "city"})
 
 Key = tuple[str, ...]
 
@@ -98,6 +106,10 @@ class Entry:
     plant: str = ""
     generic: bool = False
     topping: bool = False
+    climate: str = ""
+    """Places: the climate they show ('cold', 'hot'); animals: the climate they live in."""
+    wearable: bool = False
+    """Clothing, footwear, headwear: never a vessel for food or drink."""
 
     @property
     def latent(self) -> str | None:
@@ -133,6 +145,8 @@ class KnowledgeBase:
     region_parents: dict[str, frozenset[str]] = field(default_factory=dict)
     region_settings: dict[str, str] = field(default_factory=dict)
     colour_family: dict[str, str] = field(default_factory=dict)
+    climate_words: dict[str, str] = field(default_factory=dict)
+    """Folded word -> climate it signals ('tropical' -> hot, 'icy' -> cold)."""
     words: dict[str, frozenset[str]] = field(default_factory=dict)
     links: dict[str, tuple[Key, ...]] = field(default_factory=dict)
     entries: list[Entry] = field(default_factory=list)
@@ -274,6 +288,7 @@ class _Builder:
         }
         self._regions(kb)
         self._colours(kb)
+        self._climates(kb)
         raws = self._raw_entities()
         # Pass 1: names only, so relations can be resolved whatever the order.
         names: dict[Key, list[tuple[str, str]]] = {}
@@ -286,11 +301,16 @@ class _Builder:
             raw["name"]: str(raw.get("family", "")) for cat, raw, _ in raws if cat == "material"
         }
         resolver = _Resolver(kb, names, families)
+        plurals: list[tuple[Key, Entry]] = []
         for cat, raw, where in raws:
             entry = self._entry(kb, resolver, cat, raw, where)
             kb.entries.append(entry)
             for text in [entry.name, *entry.aliases]:
                 self._add_term(term_key(text), entry)
+                # Common nouns only: "Alps", "Athens" and "jeans" have no singular.
+                if text[:1].islower() and cat not in ("object", "outfit"):
+                    plurals.append((term_key(text), entry))
+        self._singulars(kb, plurals)
         kb.terms = self.terms
         for key in self.terms:
             kb.max_term_len[key[0]] = max(kb.max_term_len.get(key[0], 0), len(key))
@@ -365,6 +385,28 @@ class _Builder:
             for s in [fam, *surfaces]:
                 kb.colour_family[" ".join(term_key(s))] = fam
                 self._add_term(term_key(s), Entry("colour", fam, s))
+
+    def _singulars(self, kb: KnowledgeBase, names: list[tuple[Key, Entry]]) -> None:
+        """Index a plural name under its singular too ("sand dunes": "a sand dune"), unless
+        that singular means something else ("glasses": "glass", "sweets": "sweet")."""
+        other = ("neutral", "parts", "descriptive", "verbs", "fillers")
+        taken = set(self.terms) | {(w,) for sec in other for w in kb.words[sec]}
+        added = set()
+        for key, entry in names:
+            one = (*key[:-1], _singular_of_plural(key[-1]))
+            if one[-1] != key[-1] and one not in taken:
+                self._add_term(one, entry)
+                added.add(one[-1])
+        kb.vocab = kb.vocab | added
+
+    def _climates(self, kb: KnowledgeBase) -> None:
+        for climate, surfaces in dict(self.data.get("climates", {})).items():
+            if climate not in _CLIMATES:
+                raise self.fail(f"climates: unknown climate {climate!r} (known: cold, hot)")
+            if not isinstance(surfaces, list):
+                raise self.fail(f"climates.{climate} must be a list of strings")
+            for w in surfaces:
+                kb.climate_words[fold(str(w))] = climate
 
     def _raw_entities(self) -> list[tuple[str, dict[str, Any], str]]:
         ents = self.data.get("entities")
@@ -442,6 +484,7 @@ class _Builder:
                 raise self.fail(f"{where}: kind {kind!r} is not one of {sorted(_PLACE_KINDS)}")
             kw["kind"] = kind
             kw["biomes"] = frozenset({raw["biome"]}) if raw.get("biome") else frozenset()
+            kw["climate"] = self._climate(raw, where)
         if cat == "covering":
             kind = _str(raw, "kind", where) or "covering"
             if kind not in ("covering", "part"):
@@ -455,16 +498,47 @@ class _Builder:
             kw["biomes"] = frozenset(strs("biomes"))
             kw["coverings"] = frozenset(res.canonical(c, ("covering",)) for c in strs("coverings"))
             kw["coat"] = _str(raw, "coat", where)
+            kw["climate"] = self._climate(raw, where) or _animal_climate(kw["biomes"])
             kw["home"] = frozenset(
                 h if h in kb.region_parents else res.canonical(h, ("place",)) for h in strs("home")
             )
         if cat in ("food", "cultural"):
             kw["setting"] = _str(raw, "setting", where)
+        if cat in ("object", "cultural"):
+            kind = _str(raw, "kind", where)
+            if kind not in _THING_KINDS:
+                raise self.fail(f"{where}: kind {kind!r} is not one of vehicle, building")
+            kw["kind"] = kind
         if cat == "fruit" and raw.get("plant"):
             kw["plant"] = res.canonical(_str(raw, "plant", where), ("plant",))
+        kw["wearable"] = cat == "outfit" or bool(raw.get("wearable", False))
         kw["generic"] = bool(raw.get("generic", False))
         kw["topping"] = bool(raw.get("topping", False))
         return Entry(cat, name, desc, aliases=tuple(strs("alias")), **kw)
+
+    def _climate(self, raw: dict[str, Any], where: str) -> str:
+        climate = _str(raw, "climate", where)
+        if climate and climate not in _CLIMATES:
+            raise self.fail(f"{where}: climate {climate!r} is not one of cold, hot")
+        return climate
+
+
+def _singular_of_plural(word: str) -> str:
+    if len(word) < 5 or not word.endswith("s") or word.endswith(("ss", "us", "is")):
+        return word
+    if word.endswith("ies"):
+        return word[:-3] + "y"
+    if word.endswith(("ses", "xes", "zes", "ches", "shes")):
+        return word[:-2]
+    return word[:-1]
+
+
+def _animal_climate(biomes: frozenset[str]) -> str:
+    if biomes & _COLD_BIOMES and not biomes & _HOT_BIOMES:
+        return "cold"
+    if biomes & _HOT_BIOMES and not biomes & (_COLD_BIOMES | _TEMPERATE_BIOMES):
+        return "hot"
+    return ""
 
 
 class _Resolver:

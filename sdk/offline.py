@@ -8,8 +8,9 @@
 It extracts concept phrases (:mod:`lcfix.phrases`), classifies them with the shipped
 knowledge base (:mod:`lcfix.kb`), detects clashes pattern by pattern (:mod:`lcfix.detect`)
 and builds the plan with :func:`lcfix.compose.compose_plan`. With the embeddings extra
-installed, phrases the knowledge base lacks are mapped onto its nearest entry by MiniLM
-(:mod:`lcfix.embeddings`), batched across ``plan_many``.
+installed and switched on (``embeddings=True`` or ``LCFIX_EMBEDDINGS=1``), phrases the
+knowledge base lacks are mapped onto its nearest entry by MiniLM (:mod:`lcfix.embeddings`),
+batched across ``plan_many``.
 """
 
 from __future__ import annotations
@@ -19,47 +20,52 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from lcfix.compose import compose_plan
 from lcfix.detect import Finding, detect
 from lcfix.errors import ConfigError, InputError, LcfixError
-from lcfix.kb import Entry, KnowledgeBase, load_kb
+from lcfix.kb import Entry, KnowledgeBase, fold, load_kb
 from lcfix.phrases import Chunk, chunk
 from lcfix.plan import ConceptPair, Plan, PlannerInfo
 from lcfix.planner import MAX_PROMPT_CHARS, BasePlanner
 from lcfix.text import content_words, phrase_in
-from pydantic import ValidationError
 
 DEFAULT_THRESHOLD = 0.8
 """Cosine similarity above which an unknown phrase takes the category of its nearest entry."""
-_ON = frozenset({"", "1", "true", "yes", "on"})
-_OFF = frozenset({"0", "false", "no", "off"})
+_ON = frozenset({"1", "true", "yes", "on"})
+_OFF = frozenset({"", "0", "false", "no", "off"})
 _LOCATIVE = frozenset(
     {"in", "at", "near", "front", "outside", "through", "across", "visiting", "past", "around",
      "inside", "before", "over", "beside", "by"}
 )  # fmt: skip
+# A described setting ("a Japanese train platform", "a tropical lagoon") is a place after
+# these too; a bare capitalised name after "on" is not ("sushi on Ikea furniture").
+_LOCATIVE_DESCRIBED = _LOCATIVE | {
+    "on", "along", "aboard", "into", "within", "under", "among", "amid", "amidst", "between",
+}  # fmt: skip
 _PLAN_CACHE_SIZE = 4096
 
 
 def embeddings_enabled(requested: bool | None) -> bool:
-    """Resolve the ``embeddings`` switch: argument, then ``LCFIX_EMBEDDINGS``, then install.
+    """Resolve the ``embeddings`` switch: the argument, else ``LCFIX_EMBEDDINGS``; off by default.
 
-    ``True`` without the extra raises ``ExtraNotInstalledError``; ``None`` turns embeddings
-    on when ``LCFIX_EMBEDDINGS`` is unset, 1 or true and the extra is installed.
+    Off by default because MiniLM did not improve any blind labelled set (it only repairs
+    misspellings) while costing a 5-10 s model load; see docs/planner-offline.md. ``True``
+    (or ``LCFIX_EMBEDDINGS=1``) without the extra raises ``ExtraNotInstalledError``.
     """
     from lcfix import embeddings
 
-    if requested is True:
-        if not embeddings.available():
-            raise embeddings.missing_extra()
-        return True
-    if requested is False:
-        return False
-    env = os.environ.get("LCFIX_EMBEDDINGS", "").strip().lower()
-    if env in _OFF:
-        return False
-    if env not in _ON:
-        raise ConfigError(f"LCFIX_EMBEDDINGS must be 1/true or 0/false, got {env!r}")
-    return embeddings.available()
+    if requested is None:
+        env = os.environ.get("LCFIX_EMBEDDINGS", "").strip().lower()
+        if env in _OFF:
+            return False
+        if env not in _ON:
+            raise ConfigError(f"LCFIX_EMBEDDINGS must be 1/true or 0/false, got {env!r}")
+        requested = True
+    if requested and not embeddings.available():
+        raise embeddings.missing_extra()
+    return requested
 
 
 class OfflinePlanner(BasePlanner):
@@ -107,7 +113,7 @@ class OfflinePlanner(BasePlanner):
         if self.embeddings and todo:
             self._classify_unknown([c for _, _, chunks in todo for c in _embeddable(chunks)])
         for i, prompt, chunks in todo:
-            _guess_places(chunks)
+            _guess_places(self.kb, chunks)
             plan = self._compose(prompt, detect(self.kb, prompt, chunks))
             self._remember(prompt, plan)
             out[i] = plan
@@ -185,22 +191,68 @@ def _embeddable(chunks: list[Chunk]) -> list[Chunk]:
     return [c for c in chunks if c.unknown and not c.senses] if concepts >= 2 else []
 
 
-def _guess_places(chunks: list[Chunk]) -> None:
-    """Treat an unknown capitalised name after 'in', 'at', 'in front of'... as a named place.
+def _guess_places(kb: KnowledgeBase, chunks: list[Chunk]) -> None:
+    """Give a place sense to an unknown phrase after 'in', 'at', 'on', 'in front of'...
 
-    Not in Title Case prompts, where capitals say nothing.
+    A phrase with a region word ("a Japanese train platform") is a setting of that region,
+    one with a habitat word ("a rainforest clearing") that habitat, one with a climate word
+    ("a tropical lagoon") a habitat of that climate, and an unknown capitalised name a named
+    place, except in Title Case prompts, where capitals say nothing.
     """
     heads = [c.head for c in chunks if c.head is not None and c.head.kind in ("term", "word")]
-    if heads and sum(h.cap for h in heads) * 2 > len(heads):
-        return
+    title_case = bool(heads) and sum(h.cap for h in heads) * 2 > len(heads)
     for c in chunks:
-        if c.senses or not c.unknown or c.index == 0 or not _LOCATIVE & set(c.connector):
+        if c.index == 0 or c.neutral:
+            continue
+        connector = _lead_in(chunks, c)
+        if not _LOCATIVE_DESCRIBED & connector:
             continue
         regions = frozenset(r for m in c.mods for e in m.senses for r in e.regions)
+        thing = next((e for e in c.senses if e.kind in ("vehicle", "building")), None)
+        if thing is not None and c.sense("place") is None and regions | thing.regions:
+            # "on a Dutch canal boat", "aboard a London bus": a setting of that region
+            regions |= thing.regions
+            c.senses.append(Entry("place", thing.name, "", kind="setting", regions=regions))
+            continue
+        if c.senses or not c.unknown:
+            continue
+        climate = _climate_of(kb, c)
+        habitat = next((e for m in reversed(c.mods) for e in m.senses if e.kind == "habitat"), None)
         if regions:  # "a Texas rodeo", "a Moroccan riad": a setting of that region
-            c.senses = [Entry("place", c.unknown, "", kind="setting", regions=regions)]
-        elif c.proper:
+            c.senses = [
+                Entry("place", c.unknown, "", kind="setting", regions=regions, climate=climate)
+            ]
+        elif habitat is not None:  # "a rainforest clearing", "a jungle trail"
+            c.senses = [habitat]
+        elif climate:  # "a tropical lagoon", "an icy plateau"
+            c.senses = [Entry("place", c.unknown, "", kind="habitat", climate=climate)]
+        elif c.proper and not title_case and _LOCATIVE & connector:
             c.senses = [Entry("place", c.unknown, "", kind="landmark")]
+
+
+def _lead_in(chunks: list[Chunk], c: Chunk) -> set[str]:
+    """The words before a phrase, through part words and places it is 'of': "on the *deck*
+    of a boat" -> on, of; "between the *market stalls* of a medina" -> between, of."""
+    words = set(c.connector)
+    joined = c.connector[:1] == ("of",)
+    for j in range(c.index - 1, -1, -1):
+        o = chunks[j]
+        if not (o.neutral or (joined and o.sense("place") is not None)):
+            break
+        words |= set(o.connector)
+        joined = o.connector[:1] == ("of",)
+    return words
+
+
+def _climate_of(kb: KnowledgeBase, c: Chunk) -> str:
+    """The climate that the words of a phrase name, if exactly one ("tropical" -> hot)."""
+    found = {
+        kb.climate_words[w]
+        for item in c.items
+        for w in map(fold, item.text.split())
+        if w in kb.climate_words
+    }
+    return found.pop() if len(found) == 1 else ""
 
 
 class _EntryIndex:

@@ -17,6 +17,7 @@ from lcfix.text import STOPWORDS
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
 _ARTICLES = frozenset({"a", "an", "the", "this", "that", "one", "each", "every", "my", "your"})
 _MODIFIER_ONLY = frozenset({"material", "colour", "region"})
+_ABBREVIATIONS = frozenset({"st", "mt", "ft", "dr", "mr", "mrs", "ms", "jr", "sr", "no", "vs"})
 
 
 @dataclass(slots=True)
@@ -90,7 +91,10 @@ def tokenize(prompt: str) -> tuple[list[tuple[int, int, str]], list[bool]]:
     breaks: list[bool] = []
     prev = 0
     for m in _WORD.finditer(prompt):
-        breaks.append(bool(toks) and _boundary(prompt[prev : m.start()]))
+        gap = prompt[prev : m.start()]
+        # "St. Basil's", "Mt. Fuji": the period of an abbreviation ends no phrase
+        abbrev = bool(toks) and gap.strip() == "." and toks[-1][2].lower() in _ABBREVIATIONS
+        breaks.append(bool(toks) and not abbrev and _boundary(gap))
         toks.append((m.start(), m.end(), m.group(0)))
         prev = m.end()
     return toks, breaks
@@ -114,10 +118,19 @@ def items_of(kb: KnowledgeBase, prompt: str) -> tuple[list[Item], list[bool]]:
             if any(breaks[i + 1 : i + length]):
                 continue
             found = _lookup(kb, forms[i : i + length])
-            if found:
+            if found and not _overlapped(kb, forms, breaks, i, length):
                 matched = (length, *found)
                 break
         cap = i > 0 and raw[:1].isupper()
+        if not matched and i + 1 < n and prompt[toks[i][1] : toks[i + 1][0]] == "-":
+            joined = f"{low[i]}-{low[i + 1]}"
+            # "snow-covered", "sun-baked", "crystal-clear": one adjective, not two concepts
+            if joined in kb.climate_words or joined in words["descriptive"]:
+                e = toks[i + 1][1]
+                items.append(Item("adj", s, e, prompt[s:e], (joined,), (), cap))
+                item_breaks.append(breaks[i])
+                i += 2
+                continue
         if matched:
             length, key, hit = matched
             e = toks[i + length - 1][1]
@@ -130,7 +143,15 @@ def items_of(kb: KnowledgeBase, prompt: str) -> tuple[list[Item], list[bool]]:
         single = found1[1] if found1 else None
         key1: Key = found1[0] if found1 else (forms[i][0],)
         e = toks[i][1]
-        if w in words["verbs"]:
+        if w in words["nouns"] and not single:
+            kind = "word"
+        elif w in kb.climate_words and not single:
+            kind = "adj"  # "tropical", "icy", "frozen": read by the species-site rule
+        elif w not in words["descriptive"] and _gerund_modifier(
+            w, words["verbs"], items, low, i, breaks
+        ):
+            kind = "word"  # "a fishing village", "the waiting room"
+        elif w in words["verbs"]:
             kind = "verb"
         elif w in words["fillers"]:
             kind = "stop"
@@ -154,6 +175,47 @@ def items_of(kb: KnowledgeBase, prompt: str) -> tuple[list[Item], list[bool]]:
         item_breaks.append(breaks[i])
         i += 1
     return items, item_breaks
+
+
+def _overlapped(
+    kb: KnowledgeBase, forms: list[tuple[str, ...]], breaks: list[bool], i: int, length: int
+) -> bool:
+    """Whether a longer term starts inside the candidate and runs past its end.
+
+    "Arctic ice shelf": "arctic ice" is a term, but so is "ice shelf", which names the
+    thing; the shorter "Arctic" then stays a modifier.
+    """
+    n = len(forms)
+    for k in range(1, length):
+        j = i + k
+        longest = max(kb.max_term_len.get(f, 0) for f in forms[j])
+        for ln in range(min(longest, n - j), length - k, -1):
+            if not any(breaks[j + 1 : j + ln]) and _lookup(kb, forms[j : j + ln]):
+                return True
+    return False
+
+
+def _gerund_modifier(
+    w: str, verbs: frozenset[str], items: list[Item], low: list[str], i: int, breaks: list[bool]
+) -> bool:
+    """An '-ing' word inside a noun phrase names a kind, not an action: "a *fishing* village".
+
+    Only between an article, adjective or region word and a following noun; "a dog *fishing*
+    in a lake" and "a man *holding* a cup" stay verbs.
+    """
+    if not w.endswith("ing") or len(w) < 6 or not items or breaks[i]:
+        return False
+    if w not in verbs and not _verb_form(w):
+        return False
+    prev = items[-1]
+    regional = bool(prev.senses) and all(e.category == "region" for e in prev.senses)
+    modifier = prev.kind == "adj" or (prev.kind == "term" and regional)
+    if not modifier and not (prev.kind == "stop" and _fold_cached(prev.text) in _ARTICLES):
+        return False
+    if i + 1 >= len(low) or breaks[i + 1]:
+        return False
+    nxt = low[i + 1]
+    return nxt not in STOPWORDS and nxt not in verbs and not _verb_form(nxt)
 
 
 def _verb_form(w: str) -> bool:
@@ -200,10 +262,13 @@ def chunk(kb: KnowledgeBase, prompt: str) -> list[Chunk]:
             run.clear()
             connector.clear()
 
-    for item, brk in zip(items, breaks, strict=True):
+    for k, (item, brk) in enumerate(zip(items, breaks, strict=True)):
         if brk:
             close()
             pending.append(",")
+        if run and _colour_and(items, breaks, k):
+            run.append(Item("adj", item.start, item.end, item.text, item.key))
+            continue  # "black and white stripes": one colour pattern, not two phrases
         if item.kind in ("stop", "verb"):
             close()
             pending.append(_fold_cached(item.text))
@@ -214,6 +279,22 @@ def chunk(kb: KnowledgeBase, prompt: str) -> list[Chunk]:
         run.append(item)
     close()
     return chunks
+
+
+def _colour_and(items: list[Item], breaks: list[bool], k: int) -> bool:
+    """Whether item ``k`` is the 'and' between two colours, followed by more of the phrase."""
+    if _fold_cached(items[k].text) not in ("and", "&") or k + 2 >= len(items):
+        return False
+    before, after, then = items[k - 1], items[k + 1], items[k + 2]
+    return (
+        not breaks[k]
+        and not breaks[k + 1]
+        and not breaks[k + 2]
+        and before.has("colour") is not None
+        and after.has("colour") is not None
+        and then.kind in ("term", "word", "neutral")
+        and then.has("colour") is None
+    )
 
 
 def _make_chunk(kb: KnowledgeBase, index: int, items: list[Item], conn: tuple[str, ...]) -> Chunk:
@@ -251,6 +332,11 @@ def _make_chunk(kb: KnowledgeBase, index: int, items: list[Item], conn: tuple[st
     return c
 
 
+def chunk_words(c: Chunk) -> list[str]:
+    """A chunk's own words, folded ("at the *bottom* of"): for connectors that skip it."""
+    return [w for item in c.items for w in item.key]
+
+
 def display(prompt: str, c: Chunk) -> str:
     """The chunk as written in the prompt, without leading descriptive adjectives."""
     return prompt[c.display_start : c.end]
@@ -267,13 +353,29 @@ def link_kind(kb: KnowledgeBase, connector: tuple[str, ...]) -> str:
     if not connector:
         return "none"
     text = _connector_text(kb, connector)
+    active = _connector_text(kb, _passive_by(connector))
     for phrase in kb.links["separating"]:
-        if " " + " ".join(phrase) + " " in text:
+        # "surrounded by" separates as a whole; a bare passive "by" does not
+        if " " + " ".join(phrase) + " " in (text if "by" in phrase[1:] else active):
             return "separate"
     for phrase in kb.links["binding"]:
         if " " + " ".join(phrase) + " " in text:
             return "bind"
     return "none"
+
+
+def _passive_by(connector: tuple[str, ...]) -> tuple[str, ...]:
+    """Drop the 'by' of a passive ("weighed down *by*", "covered *by*"): it binds, unlike
+    the 'by' of place ("a dog by the river")."""
+    if "by" not in connector:
+        return connector
+    i = connector.index("by")
+    j = i - 1
+    while j >= 0 and connector[j] in ("down", "up", "over", "out", "entirely", "completely"):
+        j -= 1
+    if j >= 0 and connector[j].endswith(("ed", "en")) and len(connector[j]) > 3:
+        return connector[:i] + connector[i + 1 :]
+    return connector
 
 
 def has_link(kb: KnowledgeBase, connector: tuple[str, ...], name: str) -> bool:
@@ -282,4 +384,7 @@ def has_link(kb: KnowledgeBase, connector: tuple[str, ...], name: str) -> bool:
     return any(" " + " ".join(p) + " " in text for p in kb.links[name])
 
 
-__all__ = ["Chunk", "Item", "chunk", "display", "has_link", "items_of", "link_kind", "tokenize"]
+__all__ = [
+    "Chunk", "Item", "chunk", "chunk_words", "display", "has_link", "items_of", "link_kind",
+    "tokenize",
+]  # fmt: skip

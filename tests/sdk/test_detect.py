@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from lcfix.detect import Finding, detect
 from lcfix.kb import load_kb
 from lcfix.phrases import chunk
@@ -89,3 +90,42 @@ def test_several_clashes_are_sorted_by_severity_then_position() -> None:
     patterns = [f.pattern for f in found]
     assert "object-attribute" in patterns and "food-tableware" in patterns
     assert found == sorted(found, key=lambda f: (-f.severity, f.position))
+
+
+@pytest.mark.parametrize(
+    ("prompt", "fragile"),
+    [
+        ("A walrus basking in a tropical lagoon", "lagoon"),
+        ("An arctic fox in a steamy jungle", "jungle"),
+        ("A camel on a frozen lake", "frozen lake"),
+        ("A gorilla in a Siberian forest", "Siberian forest"),
+        ("A koala in the Amazon", "Amazon"),
+    ],
+)
+def test_a_habitat_of_the_wrong_climate_or_region_clashes(prompt: str, fragile: str) -> None:
+    (f,) = _find(prompt)
+    assert (f.fragile, f.pattern) == (fragile, "species-site")
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        "A red fox in a snowy forest",
+        "A walrus on an icy shore",
+        "A moose in a Canadian forest",
+        "A camel in a sunbaked desert",
+        "A woman in a sun hat on a tropical beach",
+    ],
+)
+def test_a_habitat_of_the_animals_own_climate_is_fine(prompt: str) -> None:
+    assert _find(prompt) == []
+
+
+def test_colour_of_a_fruit_skin_and_a_coat_of_another_covering() -> None:
+    (f,) = _find("An apple with bright blue skin")
+    assert (f.fragile, f.dominant, f.pattern) == ("blue", "apple", "object-attribute")
+    (f,) = _find("A tiger with a thick coat of feathers")
+    assert (f.fragile, f.pattern) == ("feathers", "animal-covering")
+    (f,) = _find("A flamingo covered in black and white zebra stripes")
+    assert "zebra stripes" in f.fragile and f.pattern == "animal-covering"
+    assert _find("A zebra with black and white stripes") == []

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+
 from lcfix import embeddings
 from lcfix.embeddings import Embedder, NearestLabel, cache_dir
 from lcfix.errors import ExtraNotInstalledError
@@ -160,10 +161,15 @@ def small_kb(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.slow
-def test_real_minilm_generalises_typos_and_caches_the_kb(small_kb: Path) -> None:
+def test_real_minilm_generalises_typos_and_caches_the_kb(
+    small_kb: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(embeddings, "_MODEL", None)  # load it here, to hear the load
     planner = OfflinePlanner(embeddings=True, kb_path=small_kb)
     assert planner.info.model == "minilm"
     plan = planner.plan("A hipopotamus at the Colloseum")
+    out, err = capfd.readouterr()
+    assert (out, err) == ("", "")  # no progress bar or log line: stdout carries JSONL
     assert plan.at_risk and plan.pairs[0].fragile == "Colloseum"
     assert plan.pairs[0].dominant == "hipopotamus"
     assert not planner.plan("A giraffe next to a laptop charger").at_risk

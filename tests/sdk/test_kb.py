@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from lcfix.errors import ConfigError
 from lcfix.kb import CATEGORIES, DEFAULT_KB_PATH, fold, load_kb, word_forms
 
@@ -176,6 +177,14 @@ def test_minimal_kb_loads_and_fills_missing_descriptions(tmp_path: Path) -> None
         (lambda d: d["entities"]["vessel"].append({"desc": "no name"}), "entities.vessel[2]"),
         (lambda d: d["entities"]["beverage"][0].update(alias="sak"), "'alias'"),
         (lambda d: d["regions"]["japan"].update(within=["mars"]), "'mars'"),
+        (lambda d: d.update(climates={"lukewarm": ["tepid"]}), "unknown climate 'lukewarm'"),
+        (
+            lambda d: d["entities"].update(
+                place=[{"name": "x", "kind": "habitat", "climate": "wet"}]
+            ),
+            "climate 'wet'",
+        ),
+        (lambda d: d["entities"].update(object=[{"name": "x", "kind": "planet"}]), "kind 'planet'"),
     ],
 )
 def test_bad_kb_raises_config_error_naming_file_and_entry(
@@ -199,3 +208,19 @@ def test_invalid_json_names_the_line(tmp_path: Path) -> None:
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load_kb(tmp_path / "nope.json")
+
+
+def test_climates_wearables_and_vehicles(kb) -> None:  # type: ignore[no-untyped-def]
+    assert kb.find("walrus", "animal").climate == "cold"  # from its biomes
+    assert kb.find("camel", "animal").climate == "hot"
+    assert kb.find("fox", "animal").climate == ""  # a forest animal: any climate
+    assert kb.find("Alps", "place").climate == "cold"
+    assert kb.climate_words["tropical"] == "hot" and kb.climate_words["icy"] == "cold"
+    assert kb.find("sombrero", "outfit").wearable and kb.find("hat", "object").wearable
+    assert not kb.find("teapot", "vessel").wearable
+    assert kb.find("boat", "object").kind == "vehicle"
+
+
+def test_plural_names_answer_to_their_singular_unless_it_means_something_else(kb) -> None:  # type: ignore[no-untyped-def]
+    assert kb.find("sand dune", "place") is kb.find("sand dunes", "place")
+    assert kb.find("glass", "object") is None  # "glasses" is eyewear; "glass" is not

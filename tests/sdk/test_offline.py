@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from lcfix import embeddings
 from lcfix.errors import ConfigError, ExtraNotInstalledError, InputError
 from lcfix.kb import load_kb
@@ -153,6 +154,44 @@ def test_plan_many_keeps_order_and_returns_errors_in_place(planner: OfflinePlann
     assert out[0] == out[3] == planner.plan(prompts[0])
 
 
+@pytest.mark.parametrize(
+    ("prompt", "fragile", "pattern"),
+    [
+        # an unknown head with a region word: a setting of that region, after "on" too
+        ("Ramen on a Swedish skybridge", "Swedish skybridge", "cuisine-location"),
+        # an everyday setting with a region word
+        ("Gnocchi at a Peruvian gas station", "Peruvian gas station", "cuisine-location"),
+        # a vehicle with a region, reached through a part word
+        (
+            "Pad thai on the deck of a Norwegian fishing boat",
+            "Norwegian fishing boat",
+            "cuisine-location",
+        ),
+        # an unknown head with a climate word: a habitat of that climate
+        ("A polar bear on a tropical sandbar", "sandbar", "species-site"),
+        # an unknown head after a habitat word: that habitat
+        ("An emperor penguin in a jungle hideaway", "jungle hideaway", "species-site"),
+    ],
+)
+def test_described_settings_are_places(
+    planner: OfflinePlanner, prompt: str, fragile: str, pattern: str
+) -> None:
+    pair = planner.plan(prompt).pairs[0]
+    assert (pair.fragile, pair.pattern) == (fragile, pattern)
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        "Ramen on a Japanese skybridge",
+        "A penguin on a snowy sandbar",
+        "Sushi On A Wooden Zorblax",  # Title Case: capitals name nothing
+    ],
+)
+def test_described_settings_that_fit_are_fine(planner: OfflinePlanner, prompt: str) -> None:
+    assert not planner.plan(prompt).at_risk
+
+
 def test_deterministic_across_instances() -> None:
     prompts = ["A pearl necklace in a fish tank", "A pink crow sitting on a fence"]
     a = OfflinePlanner(embeddings=False).plan_many(prompts)
@@ -198,17 +237,21 @@ class TestEmbeddingsSwitch:
         assert embeddings_enabled(None) is False
         assert OfflinePlanner().info.model is None
 
-    @pytest.mark.parametrize("value", ["", "1", "true", "TRUE", "on"])
-    def test_on_values_follow_the_install(
-        self, monkeypatch: pytest.MonkeyPatch, value: str
-    ) -> None:
+    def test_off_by_default_even_when_installed(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.delenv("LCFIX_EMBEDDINGS", raising=False)
+        monkeypatch.setattr(embeddings, "available", lambda: True)
+        assert embeddings_enabled(None) is False
+
+    @pytest.mark.parametrize("value", ["1", "true", "TRUE", "on"])
+    def test_on_values_need_the_install(self, monkeypatch: pytest.MonkeyPatch, value: str) -> None:
         monkeypatch.setenv("LCFIX_EMBEDDINGS", value)
-        monkeypatch.setattr(embeddings, "available", lambda: False)
-        assert embeddings_enabled(None) is False  # auto: silently off without the extra
         monkeypatch.setattr(embeddings, "available", lambda: True)
         assert embeddings_enabled(None) is True
+        monkeypatch.setattr(embeddings, "available", lambda: False)
+        with pytest.raises(ExtraNotInstalledError, match=r"lcfix\[embeddings\]"):
+            embeddings_enabled(None)
 
-    @pytest.mark.parametrize("value", ["0", "false", "off", "No"])
+    @pytest.mark.parametrize("value", ["", "0", "false", "off", "No"])
     def test_off_values(self, monkeypatch: pytest.MonkeyPatch, value: str) -> None:
         monkeypatch.setenv("LCFIX_EMBEDDINGS", value)
         monkeypatch.setattr(embeddings, "available", lambda: True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from lcfix.kb import load_kb
 from lcfix.phrases import chunk, display, link_kind, tokenize
 
@@ -80,3 +81,29 @@ def test_punctuation_splits_phrases_but_hyphens_do_not() -> None:
 def test_odd_text_never_fails(prompt: str) -> None:
     for c in chunk(KB, prompt):
         assert not c.senses
+
+
+def test_a_longer_term_starting_inside_a_match_wins() -> None:
+    c = chunk(KB, "an Antarctic ice shelf")[0]
+    assert c.head is not None and c.head.text == "ice shelf"
+    assert [m.text for m in c.mods] == ["Antarctic"]
+
+
+def test_ing_words_inside_a_noun_phrase_are_modifiers() -> None:
+    assert _chunks("a quiet fishing village") == [("fishing village", ["place:fishing village"])]
+    assert _chunks("a Swedish waiting room")[0][0] == "Swedish waiting room"
+    assert [t for t, _ in _chunks("A dog fishing in a lake")] == ["dog", "lake"]
+    assert [t for t, _ in _chunks("A man holding a cup")] == ["cup"]  # "man" is neutral
+    assert _chunks("a sunny clearing")[0][1] == ["place:clearing"]
+
+
+def test_climate_and_compound_adjectives_stay_in_the_phrase() -> None:
+    c = chunk(KB, "an icy pond")[0]
+    assert c.head is not None and c.head.text == "pond" and [m.kind for m in c.mods] == ["adj"]
+    c = chunk(KB, "a snow-covered crystal-clear pond")[0]
+    assert [m.text for m in c.mods] == ["snow-covered", "crystal-clear"]
+
+
+def test_singular_of_a_plural_name() -> None:
+    assert _chunks("a desert dune")[0][1] == ["place:desert"]
+    assert _chunks("a dumpling")[0][1] == ["food:dim sum"]  # alias "dumplings"
