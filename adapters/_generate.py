@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
+
 from lcfix.adapters._runner import Counter, RunResult, Snapshot, make_generators, run_pipeline
 from lcfix.adapters.local import concept_roles, seeds_for, stages_for
 from lcfix.adapters.scorer import INFO_SEED, INFO_STEP, INFO_TOTAL, concept_scores
@@ -32,7 +33,7 @@ from lcfix.adapters.staging import (
     sigma_fraction,
 )
 from lcfix.errors import ConfigError, UnsupportedError
-from lcfix.plan import Stage
+from lcfix.plans import Stage
 
 if TYPE_CHECKING:
     from lcfix.adapters.base import GenerationRequest

@@ -12,6 +12,8 @@ from types import TracebackType
 from typing import Any, ClassVar, Literal
 
 import httpx
+from pydantic import SecretStr
+
 from lcfix.adapters._http import (
     MAX_IMAGE_BYTES,
     AsyncHttpClient,
@@ -32,9 +34,8 @@ from lcfix.adapters.base import (
     parse_options,
 )
 from lcfix.errors import ConfigError, UnsupportedError
-from lcfix.plan import Plan, Stage
+from lcfix.plans import Plan, Stage
 from lcfix.text import phrase_in
-from pydantic import SecretStr
 
 
 class HostedAdapter:

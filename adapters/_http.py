@@ -24,6 +24,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeVar
 
 import httpx
+from pydantic import SecretStr
+from tenacity import AsyncRetrying, RetryCallState, Retrying, retry_if_exception
+
 from lcfix import __version__
 from lcfix.errors import (
     AdapterError,
@@ -37,8 +40,6 @@ from lcfix.errors import (
     ContentPolicyError,
     RateLimitError,
 )
-from pydantic import SecretStr
-from tenacity import AsyncRetrying, RetryCallState, Retrying, retry_if_exception
 
 log = logging.getLogger("lcfix.adapters")
 T = TypeVar("T")

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 from diffusers.callbacks import PipelineCallback
+
 from lcfix.adapters.staging import StagingCallback, denoiser
 
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal, Protocol, TypeVar, runtime_checkable
 
-from lcfix.errors import ConfigError
-from lcfix.plan import Plan
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from lcfix.errors import ConfigError
+from lcfix.plans import Plan
 
 StagingMode = Literal["auto", "native", "emulate", "off"]
 """auto: stage natively where the backend can, else emulate where it can, else rewrite only.

@@ -15,6 +15,8 @@ from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
+from pydantic import Field, SecretStr
+
 from lcfix.adapters._hosted import (
     HostedAdapter,
     audit_revised,
@@ -38,7 +40,6 @@ from lcfix.errors import (
     JobFailedError,
     RateLimitError,
 )
-from pydantic import Field, SecretStr
 
 Steps = Generator[Call | Sleep, Any, "Job"]
 MAX_SEED = 4294967295

@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
 import httpx
+from pydantic import Field, SecretStr
+
 from lcfix.adapters._hosted import audit_revised, negative_with_latents, prompt_for
 from lcfix.adapters._http import (
     MAX_IMAGE_BYTES,
@@ -47,7 +49,6 @@ from lcfix.errors import (
     ContentPolicyError,
     UnsupportedError,
 )
-from pydantic import Field, SecretStr
 
 Dialect = Literal["natural", "weighted", "a1111"]
 _WEIGHTED = ("midjourney", "imagine", "mj")

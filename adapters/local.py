@@ -24,6 +24,8 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
+from pydantic import Field, model_validator
+
 from lcfix.adapters.base import (
     AdapterOptions,
     Capabilities,
@@ -34,8 +36,7 @@ from lcfix.adapters.base import (
     parse_options,
 )
 from lcfix.errors import AdapterError, ConfigError, ExtraNotInstalledError, UnsupportedError
-from lcfix.plan import Stage
-from pydantic import Field, model_validator
+from lcfix.plans import Stage
 
 _NAME = "diffusers"
 
@@ -216,6 +217,7 @@ class DiffusersAdapter:
 
     def _load(self, torch: Any, model: str, dev: str, dtype: Any, kw: Mapping[str, Any]) -> Any:
         from diffusers import DiffusionPipeline
+
         from lcfix.adapters.staging import pipeline_family
 
         guess = "flux" if "flux" in model.lower() else None
@@ -380,7 +382,7 @@ def seeds_for(request: GenerationRequest) -> list[int]:
 
 def concept_roles(plan: Any) -> tuple[list[Any], list[str], list[str]]:
     """The plan's concepts (with descriptions) and which names are fragile or dominant."""
-    from lcfix.plan import Concept
+    from lcfix.plans import Concept
 
     fragile = list(dict.fromkeys(p.fragile for p in plan.pairs))
     lowered = {f.lower() for f in fragile}

@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Generator
 from typing import Any, ClassVar, Literal
 
+from pydantic import Field
+
 from lcfix.adapters._hosted import (
     HostedAdapter,
     audit_revised,
@@ -34,7 +36,6 @@ from lcfix.adapters.base import (
     SentRequest,
 )
 from lcfix.errors import BackendError, UnsupportedError
-from pydantic import Field
 
 SIZES = ("1024x1024", "1536x1024", "1024x1536")
 MAX_IMAGES = 10

@@ -20,7 +20,7 @@ from collections.abc import Collection, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from lcfix.errors import AdapterError, ConfigError, ExtraNotInstalledError
-from lcfix.plan import Concept
+from lcfix.plans import Concept
 
 PREFIX = "A photo depicts "
 WEIGHT = 2.5

@@ -296,7 +296,6 @@ class RatioCache:
         finally:
             con.close()
 
-
     def count(self) -> int:
         """How many switch steps are stored (0, without creating anything, when none)."""
         return self._existing("SELECT COUNT(*) FROM ratios")

@@ -17,6 +17,8 @@ from __future__ import annotations
 import random
 from typing import Any, ClassVar, Literal
 
+from pydantic import Field
+
 from lcfix.adapters._hosted import (
     HostedAdapter,
     fragile_stage,
@@ -35,7 +37,6 @@ from lcfix.adapters.base import (
     SentRequest,
 )
 from lcfix.errors import BackendError, ContentPolicyError, UnsupportedError
-from pydantic import Field
 
 ASPECT_RATIOS = ("16:9", "1:1", "21:9", "2:3", "3:2", "4:5", "5:4", "9:16", "9:21")
 MAX_SEED = 4294967294

@@ -30,7 +30,7 @@ PROMPT = "a tea cup of iced coke"
 
 def _plans() -> tuple[Any, Any]:
     from lcfix.compose import compose_plan
-    from lcfix.plan import ConceptPair, PlannerInfo
+    from lcfix.plans import ConceptPair, PlannerInfo
 
     info = PlannerInfo(name="gpu-check", version="1")
     staged = compose_plan(
@@ -59,8 +59,9 @@ def build_sdxl(device: str, dtype: Any) -> Any:
         StableDiffusionXLPipeline,
         UNet2DConditionModel,
     )
-    from lcfix.adapters._tiny import tiny_clip_tokenizer
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    from lcfix.adapters._tiny import tiny_clip_tokenizer
 
     with torch.device(device):
         unet = UNet2DConditionModel(
@@ -98,8 +99,9 @@ def build_sd3(device: str, dtype: Any) -> Any:
         SD3Transformer2DModel,
         StableDiffusion3Pipeline,
     )
-    from lcfix.adapters._tiny import tiny_clip_tokenizer
     from transformers import CLIPTextModelWithProjection
+
+    from lcfix.adapters._tiny import tiny_clip_tokenizer
 
     with torch.device(device):
         transformer = SD3Transformer2DModel(
@@ -161,6 +163,7 @@ class StepTimer:
 
 def measure(family: str, args: argparse.Namespace) -> dict[str, Any]:
     import torch
+
     from lcfix.adapters import _tiny
     from lcfix.adapters.base import GenerationRequest
     from lcfix.adapters.local import DiffusersAdapter

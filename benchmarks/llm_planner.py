@@ -228,7 +228,7 @@ def served(port: int) -> int:
 
 def measure(port: int, n: int, concurrency: int | None, cache_dir: str) -> dict[str, Any]:
     from lcfix.llm_planner import LLMPlanner
-    from lcfix.plan import Plan
+    from lcfix.plans import Plan
 
     base = f"http://127.0.0.1:{port}/v1"
     prompts = make_prompts(n)
@@ -415,7 +415,7 @@ def faults(args: argparse.Namespace) -> dict[str, Any]:
 
     from lcfix.llm_planner import LLMPlanner
     from lcfix.offline import OfflinePlanner
-    from lcfix.plan import Plan
+    from lcfix.plans import Plan
 
     prompts = make_prompts(args.prompts)
     out: dict[str, Any] = {"prompts": args.prompts, "timeout_s": args.timeout}

@@ -30,7 +30,7 @@ from typing import Any
 
 from lcfix.errors import LcfixError
 from lcfix.offline import OfflinePlanner
-from lcfix.plan import Plan
+from lcfix.plans import Plan
 from lcfix.text import content_words, phrase_in
 
 

@@ -36,7 +36,7 @@ PAIRS = [("tea cup", "iced coke")]
 
 def _plan(prompt: str, pairs: list[tuple[str, str]], stage1_end: float | None = None) -> Any:
     from lcfix.compose import compose_plan
-    from lcfix.plan import ConceptPair, PlannerInfo
+    from lcfix.plans import ConceptPair, PlannerInfo
 
     return compose_plan(
         prompt,
@@ -50,6 +50,8 @@ def _plan(prompt: str, pairs: list[tuple[str, str]], stage1_end: float | None = 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
+    from PIL import Image
+
     from lcfix.adapters import _tiny
     from lcfix.adapters.base import GenerationRequest
     from lcfix.adapters.local import DiffusersAdapter
@@ -62,7 +64,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         concept_scores,
     )
     from lcfix.adapters.search import Probe, SearchParams, reference_search
-    from PIL import Image
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -7,12 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import click
+
 from lcfix.a1111 import parse_a1111, parse_if_edited, to_a1111
 from lcfix.comfy import MODEL_TYPES, SCHEDULERS, export_comfy
 from lcfix.errors import InputError, LcfixError
 from lcfix.inputs import read_prompts
-from lcfix.plan import Plan, validate_plan_dict
 from lcfix.planner import Planner, get_planner
+from lcfix.plans import Plan, validate_plan_dict
 
 _PROMPT_FILES = (".txt", ".csv", ".jsonl", ".ndjson")
 

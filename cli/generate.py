@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+
 import lcfix.planner
 from lcfix.adapters import load_adapter
 from lcfix.adapters.base import GenerationResult, ImageAdapter, StagingMode

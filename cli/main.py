@@ -11,6 +11,7 @@ import os
 from typing import Any
 
 import click
+
 from lcfix import __version__
 from lcfix.errors import ConfigError, InputError, LcfixError
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import click
+
 from lcfix.mcp_server import BACKEND_ENV, DEFAULT_PORT, MCPConfig, serve
 
 

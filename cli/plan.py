@@ -8,11 +8,13 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import click
+
 from lcfix.batch import JsonlSink, load_done_ids, plan_line, plan_records
 from lcfix.errors import InputError, LcfixError
 from lcfix.inputs import PromptRecord, looks_like_file, read_prompts
-from lcfix.plan import Plan, plan_json_schema
 from lcfix.planner import MAX_PROMPT_CHARS, Planner, get_planner
+from lcfix.plans import Plan, plan_json_schema
+
 
 def _build_planner(opts: dict[str, Any]) -> Planner:
     cache: bool | str = False if opts["no_cache"] else (opts["cache_path"] or True)
@@ -238,7 +240,8 @@ class _NoBar:
 @click.option(
     "--embeddings/--no-embeddings",
     default=None,
-    help="MiniLM generalisation in the offline planner [default: on if installed].",
+    help="MiniLM generalisation in the offline planner "
+    "[default: off; LCFIX_EMBEDDINGS=1 turns it on].",
 )
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
 def plan_cmd(source: str, **opts: Any) -> None:

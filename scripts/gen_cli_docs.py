@@ -1,7 +1,7 @@
 """Write docs/cli.md from the ``--help`` of every lcfix command (checked by a test).
 
-    python scripts/gen_cli_docs.py          # rewrite docs/cli.md
-    python scripts/gen_cli_docs.py --check  # exit 1 if docs/cli.md is stale
+python scripts/gen_cli_docs.py          # rewrite docs/cli.md
+python scripts/gen_cli_docs.py --check  # exit 1 if docs/cli.md is stale
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def main() -> int:
     text = render()
     if "--check" in sys.argv:
         if not DOC.exists() or DOC.read_text() != text:
-            print("docs/cli.md is stale: run python scripts/gen_cli_docs.py", file=sys.stderr)
+            sys.stderr.write("docs/cli.md is stale: run python scripts/gen_cli_docs.py\n")
             return 1
         return 0
     DOC.write_text(text)

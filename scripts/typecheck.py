@@ -25,7 +25,15 @@ def main() -> int:
             (pkg / f.name).symlink_to(f)
     (pkg / "adapters").symlink_to(ROOT / "adapters", target_is_directory=True)
     (pkg / "cli").symlink_to(ROOT / "cli", target_is_directory=True)
-    cmd = [sys.executable, "-m", "mypy", "--config-file", str(ROOT / "pyproject.toml"), "-p", "lcfix"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mypy",
+        "--config-file",
+        str(ROOT / "pyproject.toml"),
+        "-p",
+        "lcfix",
+    ]
     return subprocess.call(cmd, cwd=tree)
 
 

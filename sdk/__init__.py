@@ -26,9 +26,9 @@ from lcfix.errors import (
 
 if TYPE_CHECKING:
     from lcfix.client import AsyncClient, Client
-    from lcfix.plan import Concept, ConceptPair, Plan, PlannerInfo, Rewrites, Stage
+    from lcfix.middleware import intercept, plan_of, wrap
     from lcfix.planner import Planner, PlannerKind, get_planner
-    from lcfix.wrap import intercept, wrap
+    from lcfix.plans import Concept, ConceptPair, Plan, PlannerInfo, Rewrites, Stage
 
 __all__ = [
     "AdapterError",
@@ -49,22 +49,24 @@ __all__ = [
     "get_planner",
     "intercept",
     "plan",
+    "plan_of",
     "wrap",
 ]
 
 # Public names that live in modules with heavier imports (pydantic, httpx), loaded on first
 # use so that `import lcfix` stays cheap.
 _LAZY = {
-    "Concept": "lcfix.plan",
-    "ConceptPair": "lcfix.plan",
-    "Plan": "lcfix.plan",
-    "PlannerInfo": "lcfix.plan",
-    "Rewrites": "lcfix.plan",
-    "Stage": "lcfix.plan",
+    "Concept": "lcfix.plans",
+    "ConceptPair": "lcfix.plans",
+    "Plan": "lcfix.plans",
+    "PlannerInfo": "lcfix.plans",
+    "Rewrites": "lcfix.plans",
+    "Stage": "lcfix.plans",
     "Client": "lcfix.client",
     "AsyncClient": "lcfix.client",
-    "wrap": "lcfix.wrap",
-    "intercept": "lcfix.wrap",
+    "wrap": "lcfix.middleware",
+    "intercept": "lcfix.middleware",
+    "plan_of": "lcfix.middleware",
     "get_planner": "lcfix.planner",
 }
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from lcfix.compose import a1111_rewrite, natural_rewrite, weighted_rewrite
 from lcfix.errors import InputError
-from lcfix.plan import Concept, ConceptPair, Plan, PlannerInfo, Rewrites, Stage
+from lcfix.plans import Concept, ConceptPair, Plan, PlannerInfo, Rewrites, Stage
 from lcfix.text import STOPWORDS, norm_words, singular
 
 SYNTAX_VERSION = "1"

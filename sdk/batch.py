@@ -12,8 +12,8 @@ from typing import Any, TextIO
 
 from lcfix.errors import InputError, LcfixError
 from lcfix.inputs import PromptRecord
-from lcfix.plan import Plan
 from lcfix.planner import Planner
+from lcfix.plans import Plan
 
 
 @dataclass

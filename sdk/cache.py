@@ -21,11 +21,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from lcfix.config import cache_dir
 from lcfix.errors import CacheError
-from lcfix.plan import Plan
+from lcfix.plans import Plan
 from lcfix.text import normalize_prompt
-from pydantic import ValidationError
 
 CACHE_FILE = "plans.sqlite3"
 SCHEMA_VERSION = 1

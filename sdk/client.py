@@ -23,8 +23,8 @@ from typing import Any
 from lcfix.a1111 import parse_if_edited
 from lcfix.adapters.base import GenerationResult, ImageAdapter, StagingMode
 from lcfix.errors import ConfigError, InputError
-from lcfix.plan import Plan
 from lcfix.planner import Planner, PlannerKind
+from lcfix.plans import Plan
 
 
 class _ClientBase:

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal, get_args
 
 from lcfix.errors import InputError
-from lcfix.plan import Plan
+from lcfix.plans import Plan
 
 Scheduler = Literal["normal", "karras", "simple", "sgm_uniform"]
 ModelType = Literal["sd", "sdxl", "flow"]

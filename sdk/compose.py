@@ -9,7 +9,7 @@ import itertools
 import re
 from collections.abc import Mapping, Sequence
 
-from lcfix.plan import (
+from lcfix.plans import (
     MAX_STAGE1_END,
     MIN_STAGE_END,
     Concept,

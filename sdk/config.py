@@ -16,8 +16,9 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-from lcfix.errors import ConfigError
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from lcfix.errors import ConfigError
 
 ENV_LLM_MODEL = "LCFIX_LLM_MODEL"
 ENV_LLM_API_BASE = "LCFIX_LLM_API_BASE"

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import logging
 
+from pydantic import ValidationError
+
 from lcfix.adapters.base import GenerationRequest, GenerationResult, ImageAdapter, StagingMode
 from lcfix.errors import InputError, UnsupportedError
-from lcfix.plan import Plan
-from pydantic import ValidationError
+from lcfix.plans import Plan
 
 log = logging.getLogger("lcfix")
 

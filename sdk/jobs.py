@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from lcfix.a1111 import parse_if_edited
 from lcfix.adapters.base import GenerationResult, ImageAdapter, StagingMode
 from lcfix.compose import compose_plan
@@ -37,10 +39,9 @@ from lcfix.errors import ConfigError, InputError, LcfixError, RateLimitError
 from lcfix.inputs import PromptRecord, read_prompts
 from lcfix.manifest import JobRecord, Manifest, Variant, job_key, write_atomic
 from lcfix.outputs import save_result
-from lcfix.plan import Plan, PlannerInfo
 from lcfix.planner import Planner, PlannerKind
+from lcfix.plans import Plan, PlannerInfo
 from lcfix.report import ReportPaths, write_report
-from pydantic import BaseModel
 
 log = logging.getLogger("lcfix")
 

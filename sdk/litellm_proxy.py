@@ -36,6 +36,10 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast, get_args
 
+from litellm.integrations.custom_logger import CustomLogger
+from litellm.llms.custom_llm import CustomLLM, CustomLLMError
+from litellm.types.utils import ImageObject, ImageResponse
+
 from lcfix.adapters.base import GenerationResult, ImageAdapter, StagingMode
 from lcfix.dispatch import agenerate, generate
 from lcfix.errors import (
@@ -50,12 +54,9 @@ from lcfix.errors import (
     RateLimitError,
     UnsupportedError,
 )
-from lcfix.plan import Plan
 from lcfix.planner import Planner, PlannerKind
+from lcfix.plans import Plan
 from lcfix.tools import RewriteDialect
-from litellm.integrations.custom_logger import CustomLogger
-from litellm.llms.custom_llm import CustomLLM, CustomLLMError
-from litellm.types.utils import ImageObject, ImageResponse
 
 if TYPE_CHECKING:
     from pydantic import SecretStr

@@ -24,6 +24,15 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, Literal
 
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_before_delay,
+)
+
 from lcfix.config import LLMSettings, key_hint, needs_key, provider_of, redact
 from lcfix.errors import (
     PlannerAuthError,
@@ -33,15 +42,7 @@ from lcfix.errors import (
     PlannerTimeoutError,
     PlannerTransientError,
 )
-from lcfix.plan import Usage
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    Retrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    stop_before_delay,
-)
+from lcfix.plans import Usage
 
 Message = Mapping[str, str]
 FormatMode = Literal["json_schema", "json_object", "none"]

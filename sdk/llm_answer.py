@@ -24,8 +24,8 @@ from lcfix.errors import (
     InputError,
     PlanValidationError,
 )
-from lcfix.plan import ConceptPair, Plan, PlannerInfo
 from lcfix.planner import MAX_PROMPT_CHARS
+from lcfix.plans import ConceptPair, Plan, PlannerInfo
 from lcfix.strict_schema import strict_json_schema
 from lcfix.text import missing_words, phrase_in
 
@@ -280,5 +280,3 @@ def replan_for(plan: Plan, prompt: str) -> Plan:
         descriptions={c.name: c.description for c in plan.concepts},
         stage1_end=stage1_end,
     )
-
-

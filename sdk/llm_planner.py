@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydantic import SecretStr
+
 from lcfix.cache import PlanCache, cache_key
 from lcfix.config import redact, resolve_llm_settings
 from lcfix.errors import (
@@ -52,8 +54,7 @@ from lcfix.llm_answer import (
     reask_messages,
     replan_for,
 )
-from lcfix.plan import Plan, PlannerInfo, Usage
-from pydantic import SecretStr
+from lcfix.plans import Plan, PlannerInfo, Usage
 
 if TYPE_CHECKING:
     from lcfix.llm import LLMClient

@@ -27,9 +27,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
-from lcfix.errors import ConfigError, InputError
-from lcfix.plan import Plan
 from pydantic import BaseModel, ConfigDict, Field
+
+from lcfix.errors import ConfigError, InputError
+from lcfix.plans import Plan
 
 MANIFEST_NAME = "manifest.jsonl"
 LOCK_NAME = ".lcfix-generate.lock"

@@ -24,13 +24,14 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
+from pydantic import Field
+
 from lcfix import __version__
 from lcfix.adapters.base import ImageAdapter
 from lcfix.dispatch import agenerate
 from lcfix.errors import ConfigError, ExtraNotInstalledError, LcfixError
 from lcfix.planner import MAX_PROMPT_CHARS, Planner, PlannerKind
 from lcfix.tools import MAX_TOOL_IMAGES, RewriteDialect, generation_payload, plan_payload
-from pydantic import Field
 
 if TYPE_CHECKING:
     from mcp.server.mcpserver import MCPServer

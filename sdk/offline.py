@@ -27,8 +27,8 @@ from lcfix.detect import Finding, detect
 from lcfix.errors import ConfigError, InputError, LcfixError
 from lcfix.kb import Entry, KnowledgeBase, fold, load_kb
 from lcfix.phrases import Chunk, chunk
-from lcfix.plan import ConceptPair, Plan, PlannerInfo
 from lcfix.planner import MAX_PROMPT_CHARS, BasePlanner
+from lcfix.plans import ConceptPair, Plan, PlannerInfo
 from lcfix.text import content_words, phrase_in
 
 DEFAULT_THRESHOLD = 0.8

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Literal, Protocol, runtime_checkable
 
 from lcfix.errors import ConfigError, LcfixError
-from lcfix.plan import Plan
+from lcfix.plans import Plan
 
 PlannerKind = Literal["offline", "llm", "auto"]
 MAX_PROMPT_CHARS = 4000
@@ -88,8 +88,8 @@ def get_planner(
 
     ``auto`` picks the LLM planner when a model is configured (argument or
     ``LCFIX_LLM_MODEL``), otherwise the offline planner. ``embeddings`` turns the offline
-    planner's MiniLM generalisation on or off (default: on when the extra is installed,
-    or as ``LCFIX_EMBEDDINGS`` says).
+    planner's MiniLM generalisation on or off (default: off unless ``LCFIX_EMBEDDINGS=1``;
+    it needs the ``embeddings`` extra).
     """
     from lcfix.offline import OfflinePlanner
 

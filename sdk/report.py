@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import quote
 
 from lcfix.manifest import JobRecord, read_records, write_atomic
-from lcfix.plan import Plan
+from lcfix.plans import Plan
 
 log = logging.getLogger("lcfix.report")
 

@@ -20,6 +20,8 @@ import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
+from pydantic import Field
+
 from lcfix.adapters.base import (
     AdapterOptions,
     Capabilities,
@@ -31,8 +33,7 @@ from lcfix.adapters.base import (
     parse_options,
 )
 from lcfix.compose import compose_plan
-from lcfix.plan import ConceptPair, Plan, PlannerInfo
-from pydantic import Field
+from lcfix.plans import ConceptPair, Plan, PlannerInfo
 
 __all__ = ["AdapterContract", "FakeAdapter", "FakeOptions", "sample_plan", "tiny_png"]
 
@@ -196,6 +197,7 @@ class AdapterContract:
 
     def test_rejects_unknown_options(self) -> None:
         import pytest
+
         from lcfix.errors import ConfigError
 
         with pytest.raises(ConfigError, match="no_such_option"):

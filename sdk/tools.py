@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from lcfix.errors import ConfigError, LcfixError
-from lcfix.plan import Plan
 from lcfix.planner import MAX_PROMPT_CHARS
+from lcfix.plans import Plan
 from lcfix.strict_schema import schema_problems, strict_json_schema
 
 if TYPE_CHECKING:
@@ -120,6 +120,7 @@ _TOOLS: dict[str, tuple[type[_Args], str]] = {
         "metadata. Pass the user's prompt unchanged; lcfix rewrites it itself.",
     ),
 }
+
 
 def tool_problems(tool: Mapping[str, Any]) -> list[str]:
     """Every way a tool definition breaks strict-mode rules: the envelope, the name and the

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from lcfix.adapters._hosted import (
     audit_revised,
     fragile_stage,
@@ -14,7 +15,7 @@ from lcfix.adapters._hosted import (
 )
 from lcfix.compose import compose_plan
 from lcfix.errors import UnsupportedError
-from lcfix.plan import ConceptPair, PlannerInfo
+from lcfix.plans import ConceptPair, PlannerInfo
 from lcfix.testing import sample_plan
 
 PLAN = sample_plan()

@@ -9,6 +9,8 @@ from typing import Any
 import httpx
 import pytest
 import respx
+from pydantic import SecretStr
+
 from lcfix.adapters._http import (
     AsyncHttpClient,
     Call,
@@ -38,7 +40,6 @@ from lcfix.errors import (
     RateLimitError,
 )
 from lcfix.testing import tiny_png
-from pydantic import SecretStr
 
 BASE = "https://api.example.test/v1"
 PNG = tiny_png()

@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 import httpx
 import pytest
 import respx
+
 from lcfix.adapters._http import RetryPolicy
 from lcfix.adapters.base import GenerationRequest
 from lcfix.adapters.litellm_images import LiteLLMImagesAdapter, dialect_for, takes_sd_params

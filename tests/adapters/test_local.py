@@ -12,6 +12,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
+from PIL import Image  # noqa: E402
+
 from lcfix.adapters import _tiny, load_adapter  # noqa: E402
 from lcfix.adapters.base import GenerationRequest  # noqa: E402
 from lcfix.adapters.local import DiffusersAdapter  # noqa: E402
@@ -22,8 +24,7 @@ from lcfix.errors import (  # noqa: E402
     ExtraNotInstalledError,
     UnsupportedError,
 )
-from lcfix.plan import ConceptPair, Plan, PlannerInfo  # noqa: E402
-from PIL import Image  # noqa: E402
+from lcfix.plans import ConceptPair, Plan, PlannerInfo  # noqa: E402
 
 STEPS = 6
 SIZE = 32

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from lcfix.adapters.scorer import (
     INFO_SEED,
     INFO_STEP,
@@ -19,7 +20,7 @@ from lcfix.adapters.scorer import (
 )
 from lcfix.compose import compose_plan
 from lcfix.errors import AdapterError, ConfigError
-from lcfix.plan import Concept, ConceptPair, PlannerInfo
+from lcfix.plans import Concept, ConceptPair, PlannerInfo
 
 
 class TableScorer:

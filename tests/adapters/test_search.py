@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from lcfix.adapters.search import (
     Probe,
     RatioCache,
@@ -128,7 +129,7 @@ from lcfix.adapters.local import DiffusersAdapter  # noqa: E402
 from lcfix.adapters.scorer import SyntheticScorer  # noqa: E402
 from lcfix.adapters.staging import StagingCallback  # noqa: E402
 from lcfix.compose import compose_plan  # noqa: E402
-from lcfix.plan import ConceptPair, PlannerInfo  # noqa: E402
+from lcfix.plans import ConceptPair, PlannerInfo  # noqa: E402
 
 STEPS = 8
 PROMPTS = ["tea cup", "a tea cup of iced coke"]

@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 import httpx
 import pytest
 import respx
+
 from lcfix.adapters._http import RetryPolicy
 from lcfix.adapters.base import GenerationRequest
 from lcfix.adapters.stability import StabilityAdapter

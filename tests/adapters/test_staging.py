@@ -19,6 +19,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback  # noqa: E402
+
 from lcfix.adapters import _tiny  # noqa: E402
 from lcfix.adapters.staging import (  # noqa: E402
     StagingCallback,

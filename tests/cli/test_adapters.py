@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from click.testing import CliRunner
+
 from lcfix.cli.main import cli
 
 HOSTED = {"openai", "litellm", "stability", "jobapi", "replicate", "fal"}

@@ -6,10 +6,11 @@ import json
 from pathlib import Path
 
 from click.testing import CliRunner
+
 from lcfix.cache import PlanCache, cache_key
 from lcfix.cli.main import cli
 from lcfix.compose import compose_plan
-from lcfix.plan import PlannerInfo
+from lcfix.plans import PlannerInfo
 
 
 def fill(path: Path, n: int) -> None:

@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+
 from lcfix.cli.main import cli
-from lcfix.plan import Plan
+from lcfix.plans import Plan
 from lcfix.testing import sample_plan
 
 EDITED = "[tea cup:a tea cup of iced coke:0.25]"

@@ -11,12 +11,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import lcfix.planner
 import pytest
 from click.testing import CliRunner
+
+import lcfix.planner
 from lcfix.cli.main import cli
-from lcfix.plan import Plan
 from lcfix.planner import BasePlanner
+from lcfix.plans import Plan
 from lcfix.testing import FakeAdapter, sample_plan, tiny_png
 
 KEY = "sk-loopback-secret-4242424242"

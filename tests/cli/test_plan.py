@@ -12,8 +12,8 @@ import lcfix.cli.plan as plan_cli
 from lcfix.cli.main import cli
 from lcfix.compose import compose_plan
 from lcfix.errors import LcfixError, PlannerError
-from lcfix.plan import ConceptPair, Plan, PlannerInfo
 from lcfix.planner import BasePlanner
+from lcfix.plans import ConceptPair, Plan, PlannerInfo
 
 
 class KeywordPlanner(BasePlanner):
@@ -30,8 +30,15 @@ class KeywordPlanner(BasePlanner):
             raise PlannerError("planner exploded")
         pairs = []
         if "tea cup" in prompt.lower() and "coke" in prompt.lower():
-            pairs = [ConceptPair(fragile="tea cup", dominant="iced coke", latent="glass",
-                                 pattern="beverage-container", severity=5)]
+            pairs = [
+                ConceptPair(
+                    fragile="tea cup",
+                    dominant="iced coke",
+                    latent="glass",
+                    pattern="beverage-container",
+                    severity=5,
+                )
+            ]
         return compose_plan(prompt, pairs, planner=PlannerInfo(name="keyword", version="t"))
 
     def plan_many(self, prompts: Sequence[str]) -> list[Plan | LcfixError]:
@@ -80,7 +87,9 @@ def test_file_gives_one_plan_per_prompt_in_order(planner: KeywordPlanner, tmp_pa
     assert "2 planned (1 at risk)" in result.stderr
 
 
-def test_failed_prompt_gets_an_error_line_and_exit_1(planner: KeywordPlanner, tmp_path: Path) -> None:
+def test_failed_prompt_gets_an_error_line_and_exit_1(
+    planner: KeywordPlanner, tmp_path: Path
+) -> None:
     src = tmp_path / "p.jsonl"
     src.write_text('{"id": "a", "prompt": "a FAIL"}\n{"id": "b", "prompt": "a fox"}\n')
     out = tmp_path / "out.jsonl"
@@ -91,7 +100,9 @@ def test_failed_prompt_gets_an_error_line_and_exit_1(planner: KeywordPlanner, tm
     assert rows[1]["id"] == "b" and rows[1]["at_risk"] is False
 
 
-def test_resume_skips_done_ids_and_repairs_a_torn_line(planner: KeywordPlanner, tmp_path: Path) -> None:
+def test_resume_skips_done_ids_and_repairs_a_torn_line(
+    planner: KeywordPlanner, tmp_path: Path
+) -> None:
     src = tmp_path / "p.txt"
     src.write_text("one\ntwo\nthree\nfour\n")
     out = tmp_path / "out.jsonl"
@@ -106,7 +117,9 @@ def test_resume_skips_done_ids_and_repairs_a_torn_line(planner: KeywordPlanner, 
     assert "2 skipped" in result.stderr
 
 
-def test_existing_output_is_never_clobbered_without_a_flag(planner: KeywordPlanner, tmp_path: Path) -> None:
+def test_existing_output_is_never_clobbered_without_a_flag(
+    planner: KeywordPlanner, tmp_path: Path
+) -> None:
     src = tmp_path / "p.txt"
     src.write_text("one\n")
     out = tmp_path / "out.jsonl"
@@ -122,7 +135,11 @@ def test_existing_output_is_never_clobbered_without_a_flag(planner: KeywordPlann
     ("name", "content", "needle"),
     [
         ("p.txt", b"fine\n\xc3\x28\n", "p.txt:2: undecodable"),
-        ("p.csv", b"text\nhello\n", "p.csv:1: field 'prompt': the CSV header has no 'prompt' column"),
+        (
+            "p.csv",
+            b"text\nhello\n",
+            "p.csv:1: field 'prompt': the CSV header has no 'prompt' column",
+        ),
         ("p.jsonl", b'{"prompt": "a"}\n42\n', "p.jsonl:2: each line must be a JSON object"),
         ("p.jsonl", b'{"prompt": ""}\n', "p.jsonl:1: field 'prompt': empty prompt"),
         ("p.txt", b"x" * 4001 + b"\n", "p.txt:1: field 'prompt': prompt is 4001 characters"),
@@ -152,7 +169,17 @@ def test_stdin_and_table_format(planner: KeywordPlanner) -> None:
     result = run("plan", "-", "--format", "table", input="a tea cup of iced coke\na fox\n")
     assert result.exit_code == 0
     out = result.stdout.splitlines()
-    assert out[0].split() == ["id", "risk", "fragile", "<-", "dominant", "latent", "stage", "1", "pattern"]
+    assert out[0].split() == [
+        "id",
+        "risk",
+        "fragile",
+        "<-",
+        "dominant",
+        "latent",
+        "stage",
+        "1",
+        "pattern",
+    ]
     assert "tea cup <- iced coke" in out[1] and "25%" in out[1]
     assert out[2].split()[:2] == ["2", "no"]
 

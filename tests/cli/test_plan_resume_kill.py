@@ -19,8 +19,12 @@ OBJECTS = ["of iced coke", "in a forest", "of water", "on a plate", "with eggs",
 
 def _lcfix(*args: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, "LCFIX_EMBEDDINGS": "0"}
-    return subprocess.Popen([sys.executable, "-m", "lcfix.cli.main", *args], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-m", "lcfix.cli.main", *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
 
 def test_kill_9_then_resume_plans_every_id_exactly_once(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ import re
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+
 from lcfix.a1111 import (
     has_prompt_editing,
     parse_a1111,
@@ -15,7 +16,7 @@ from lcfix.a1111 import (
 )
 from lcfix.compose import compose_plan
 from lcfix.errors import InputError
-from lcfix.plan import ConceptPair, PlannerInfo, Stage, plan_problems
+from lcfix.plans import ConceptPair, PlannerInfo, Stage, plan_problems
 from lcfix.text import content_words
 
 

@@ -9,8 +9,8 @@ from lcfix.batch import JsonlSink, RunSummary, load_done_ids, plan_line, plan_re
 from lcfix.compose import compose_plan
 from lcfix.errors import InputError, LcfixError, PlannerError
 from lcfix.inputs import PromptRecord
-from lcfix.plan import Plan, PlannerInfo, Usage
 from lcfix.planner import BasePlanner
+from lcfix.plans import Plan, PlannerInfo, Usage
 
 
 def _plan(prompt: str, **info: object) -> Plan:
@@ -69,8 +69,11 @@ def test_plan_records_skips_done_ids_keeps_order_and_chunks() -> None:
     planner = _Counting()
     seen: list[tuple[object, bool]] = []
     summary = plan_records(
-        records, planner, lambda r, res: seen.append((r.id, isinstance(res, Plan))),
-        done_ids={"1"}, chunk_size=2,
+        records,
+        planner,
+        lambda r, res: seen.append((r.id, isinstance(res, Plan))),
+        done_ids={"1"},
+        chunk_size=2,
     )
     assert seen == [(2, False), (3, True), (4, True), (5, True)]
     assert planner.batches == [2, 2]

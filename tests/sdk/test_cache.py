@@ -9,10 +9,11 @@ import threading
 from pathlib import Path
 
 import pytest
+
 from lcfix.cache import CACHE_FILE, PlanCache, cache_key, default_cache_path
 from lcfix.compose import compose_plan
 from lcfix.errors import CacheError
-from lcfix.plan import ConceptPair, Plan, PlannerInfo
+from lcfix.plans import ConceptPair, Plan, PlannerInfo
 
 INFO = PlannerInfo(name="llm", model="openai/m", version="prompt-v1")
 
@@ -136,7 +137,7 @@ def test_concurrent_writer_processes(tmp_path: Path) -> None:
     code = (
         "import sys\n"
         "from lcfix.cache import PlanCache\n"
-        "from lcfix.plan import Plan\n"
+        "from lcfix.plans import Plan\n"
         "plan = Plan.model_validate_json(sys.argv[3])\n"
         "cache = PlanCache(sys.argv[1])\n"
         "for i in range(60):\n"

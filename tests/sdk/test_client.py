@@ -5,12 +5,12 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-import lcfix
 import pytest
+
+import lcfix
 from lcfix.client import AsyncClient, Client
 from lcfix.errors import ConfigError, InputError
 from lcfix.testing import FakeAdapter
-
 from tests.sdk.test_jobs import FakePlanner, _Server
 
 TEA = "a tea cup of iced coke"

@@ -6,6 +6,7 @@ import struct
 from typing import Any
 
 import pytest
+
 from lcfix.a1111 import parse_a1111
 from lcfix.comfy import (
     SCHEDULERS,

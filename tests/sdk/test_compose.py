@@ -10,16 +10,24 @@ from lcfix.compose import (
     natural_rewrite,
     weighted_rewrite,
 )
-from lcfix.plan import ConceptPair, PlannerInfo, Stage
+from lcfix.plans import ConceptPair, PlannerInfo, Stage
 
 INFO = PlannerInfo(name="test", version="1")
-TEA = ConceptPair(fragile="tea cup", dominant="iced coke", latent="glass",
-                  pattern="beverage-container", severity=5)
+TEA = ConceptPair(
+    fragile="tea cup",
+    dominant="iced coke",
+    latent="glass",
+    pattern="beverage-container",
+    severity=5,
+)
 
 
 def test_one_fragile_concept_gives_the_papers_two_stages() -> None:
     stages = build_stages("A tea cup of iced coke", [TEA], 0.25)
-    assert stages == [Stage(prompt="tea cup", end=0.25), Stage(prompt="A tea cup of iced coke", end=1.0)]
+    assert stages == [
+        Stage(prompt="tea cup", end=0.25),
+        Stage(prompt="A tea cup of iced coke", end=1.0),
+    ]
 
 
 def test_stage1_end_is_clamped_to_the_search_range() -> None:
@@ -30,8 +38,10 @@ def test_stage1_end_is_clamped_to_the_search_range() -> None:
 
 def test_two_fragile_concepts_give_three_cumulative_stages() -> None:
     prompt = "A penguin with peacock feathers at the Taj Mahal"
-    pairs = [ConceptPair(fragile="peacock feathers", dominant="penguin", severity=4),
-             ConceptPair(fragile="Taj Mahal", dominant="penguin", severity=5)]
+    pairs = [
+        ConceptPair(fragile="peacock feathers", dominant="penguin", severity=4),
+        ConceptPair(fragile="Taj Mahal", dominant="penguin", severity=5),
+    ]
     plan = compose_plan(prompt, pairs, planner=INFO, stage1_end=0.3)
     assert [s.prompt for s in plan.stages] == ["Taj Mahal", "Taj Mahal, peacock feathers", prompt]
     assert [s.end for s in plan.stages] == [0.15, 0.3, 1.0]
@@ -46,7 +56,9 @@ def test_no_pairs_gives_one_stage_and_plain_rewrites() -> None:
 
 
 def test_natural_rewrite_names_fragile_early_and_excludes_latent() -> None:
-    text = natural_rewrite("a tea cup of iced coke", [TEA], {"tea cup": "Small ceramic cup with a handle."})
+    text = natural_rewrite(
+        "a tea cup of iced coke", [TEA], {"tea cup": "Small ceramic cup with a handle."}
+    )
     assert text.startswith("A tea cup (small ceramic cup with a handle, not a glass) of iced coke.")
     assert "tea cup must be clearly visible" in text
 
@@ -66,16 +78,26 @@ def test_weighted_rewrite() -> None:
 
 
 def test_a1111_rewrite_nests_and_escapes() -> None:
-    stages = [Stage(prompt="a", end=0.1), Stage(prompt="a, b", end=0.3), Stage(prompt="a b: c", end=1.0)]
+    stages = [
+        Stage(prompt="a", end=0.1),
+        Stage(prompt="a, b", end=0.3),
+        Stage(prompt="a b: c", end=1.0),
+    ]
     assert a1111_rewrite(stages) == r"[[a:a, b:0.1]:a b\: c:0.3]"
     assert a1111_escape("[x](y)|z") == r"\[x\]\(y\)\|z"
 
 
 def test_compose_plan_collects_concepts_with_descriptions() -> None:
-    plan = compose_plan("A tea cup of iced coke", [TEA], planner=INFO,
-                        descriptions={"tea cup": "ceramic cup", "iced coke": "dark fizzy drink"})
+    plan = compose_plan(
+        "A tea cup of iced coke",
+        [TEA],
+        planner=INFO,
+        descriptions={"tea cup": "ceramic cup", "iced coke": "dark fizzy drink"},
+    )
     assert [(c.name, c.description) for c in plan.concepts] == [
-        ("tea cup", "ceramic cup"), ("iced coke", "dark fizzy drink")]
+        ("tea cup", "ceramic cup"),
+        ("iced coke", "dark fizzy drink"),
+    ]
     assert plan.rewrites.weighted.endswith("--no glass")
 
 

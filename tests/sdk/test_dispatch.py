@@ -6,6 +6,7 @@ import asyncio
 import logging
 
 import pytest
+
 from lcfix.dispatch import agenerate, build_request, generate
 from lcfix.errors import InputError, UnsupportedError
 from lcfix.testing import FakeAdapter, sample_plan

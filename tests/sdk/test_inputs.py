@@ -22,11 +22,15 @@ def test_txt_skips_blank_lines_and_comments_and_uses_line_numbers(tmp_path: Path
     path = write(tmp_path, "p.txt", "# header\n\nA tea cup of iced coke\n  \nA red fox  \n")
     records = read_prompts(path)
     assert [(r.id, r.prompt, r.line) for r in records] == [
-        (3, "A tea cup of iced coke", 3), (5, "A red fox", 5)]
+        (3, "A tea cup of iced coke", 3),
+        (5, "A red fox", 5),
+    ]
 
 
 def test_jsonl_takes_id_and_ignores_other_fields(tmp_path: Path) -> None:
-    path = write(tmp_path, "p.jsonl", '{"id": "a", "prompt": "x y", "extra": 1}\n\n{"prompt": "z"}\n')
+    path = write(
+        tmp_path, "p.jsonl", '{"id": "a", "prompt": "x y", "extra": 1}\n\n{"prompt": "z"}\n'
+    )
     records = read_prompts(path)
     assert [(r.id, r.prompt, r.line) for r in records] == [("a", "x y", 1), (3, "z", 3)]
 
@@ -34,7 +38,10 @@ def test_jsonl_takes_id_and_ignores_other_fields(tmp_path: Path) -> None:
 def test_csv_with_optional_id(tmp_path: Path) -> None:
     path = write(tmp_path, "p.csv", 'id,prompt,note\nq1,"A tea cup, of coke",x\n,A fox,\n')
     records = read_prompts(path)
-    assert [(r.id, r.prompt, r.line) for r in records] == [("q1", "A tea cup, of coke", 2), (3, "A fox", 3)]
+    assert [(r.id, r.prompt, r.line) for r in records] == [
+        ("q1", "A tea cup, of coke", 2),
+        (3, "A fox", 3),
+    ]
 
 
 def test_stdin_is_read_as_txt() -> None:
@@ -54,7 +61,13 @@ def test_stdin_is_read_as_txt() -> None:
         ("bad.jsonl", '{"prompt": 3}\n', 1, "prompt", "must be a string"),
         ("bad.jsonl", '{"text": "a"}\n', 1, "prompt", "missing"),
         ("bad.csv", "id,prompt\n1,ok\n2,\n", 3, "prompt", "empty prompt"),
-        ("bad.jsonl", '{"id": 1, "prompt": "a"}\n{"id": 1, "prompt": "b"}\n', 2, "id", "duplicate id"),
+        (
+            "bad.jsonl",
+            '{"id": 1, "prompt": "a"}\n{"id": 1, "prompt": "b"}\n',
+            2,
+            "id",
+            "duplicate id",
+        ),
         ("bad.txt", "ok\n" + "x" * 4001 + "\n", 2, "prompt", "limit is 4000"),
     ],
 )

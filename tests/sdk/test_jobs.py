@@ -16,14 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from lcfix.adapters.base import GenerationRequest, GenerationResult
 from lcfix.compose import compose_plan
 from lcfix.errors import BackendServerError, LcfixError, PlannerError, RateLimitError
 from lcfix.inputs import PromptRecord
 from lcfix.jobs import Progress, RateLimiter, arun_jobs, baseline_plan, default_seed, run_jobs
 from lcfix.manifest import MANIFEST_NAME, read_records
-from lcfix.plan import ConceptPair, Plan, PlannerInfo
 from lcfix.planner import BasePlanner
+from lcfix.plans import ConceptPair, Plan, PlannerInfo
 from lcfix.testing import FakeAdapter, tiny_png
 from lcfix.text import content_words, words
 

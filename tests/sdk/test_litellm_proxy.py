@@ -14,13 +14,14 @@ import litellm
 import pytest
 import respx
 import yaml
+from pydantic import SecretStr
+
 from lcfix import litellm_proxy as lp
 from lcfix.adapters.base import ImageAdapter
 from lcfix.errors import ConfigError, PlannerError, RateLimitError
-from lcfix.plan import Plan
 from lcfix.planner import BasePlanner
+from lcfix.plans import Plan
 from lcfix.testing import FakeAdapter, sample_plan, tiny_png
-from pydantic import SecretStr
 
 TEA = "a tea cup of iced coke"
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "litellm-proxy.md"

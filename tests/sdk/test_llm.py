@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 import respx
+
 from lcfix.config import LLMSettings, resolve_llm_settings
 from lcfix.errors import (
     PlannerAuthError,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from lcfix.llm_answer import ANSWER_SCHEMA, load_template, parse_answer
-from lcfix.plan import PlannerInfo
+from lcfix.plans import PlannerInfo
 from lcfix.strict_schema import schema_problems
 from tests.sdk.test_llm_planner import TEA, answer
 

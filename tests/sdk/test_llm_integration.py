@@ -24,11 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from lcfix.compose import compose_plan
 from lcfix.llm import RetryPolicy
 from lcfix.llm_planner import LLMPlanner
-from lcfix.plan import Plan, PlannerInfo
 from lcfix.planner import BasePlanner
+from lcfix.plans import Plan, PlannerInfo
 
 pytestmark = pytest.mark.integration
 

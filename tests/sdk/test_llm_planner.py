@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 import respx
+
 from lcfix.compose import compose_plan
 from lcfix.errors import (
     ConfigError,
@@ -26,8 +27,8 @@ from lcfix.errors import (
 from lcfix.llm import CircuitBreaker, RetryPolicy
 from lcfix.llm_answer import ANSWER_SCHEMA
 from lcfix.llm_planner import OUTPUT_BREAKER_THRESHOLD, LLMPlanner, screening_validated
-from lcfix.plan import ConceptPair, Plan, PlannerInfo
 from lcfix.planner import BasePlanner, Planner
+from lcfix.plans import ConceptPair, Plan, PlannerInfo
 from lcfix.text import missing_words
 
 OPENAI = "https://api.openai.com/v1/chat/completions"
@@ -158,9 +159,6 @@ def test_settings_come_from_env_after_arguments(monkeypatch: pytest.MonkeyPatch)
 
 def test_satisfies_the_planner_protocol() -> None:
     assert isinstance(LLMPlanner("openai/gpt-4o-mini", cache=False), Planner)
-
-
-
 
 
 def test_screening_is_on_only_when_measured(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -463,7 +461,6 @@ def test_secret_never_reaches_plans_or_logs(
     assert plan.planner.fallback is not None and "***" in plan.planner.fallback
     assert KEY not in plan.model_dump_json()
     assert KEY not in caplog.text
-
 
 
 def test_missing_key_fails_fast_naming_the_variable() -> None:

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from lcfix.errors import ConfigError, InputError
 from lcfix.manifest import (
     MANIFEST_NAME,

@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from lcfix.adapters.base import ImageAdapter
 from lcfix.errors import AdapterNotFoundError, RateLimitError
 from lcfix.mcp_server import MCPConfig, build_server
-from lcfix.plan import Plan
 from lcfix.planner import BasePlanner
+from lcfix.plans import Plan
 from lcfix.testing import FakeAdapter, sample_plan
 
 mcp = pytest.importorskip("mcp")

@@ -11,8 +11,8 @@ from lcfix import embeddings
 from lcfix.errors import ConfigError, ExtraNotInstalledError, InputError
 from lcfix.kb import load_kb
 from lcfix.offline import OfflinePlanner, embeddings_enabled
-from lcfix.plan import Plan
 from lcfix.planner import MAX_PROMPT_CHARS, Planner, get_planner
+from lcfix.plans import Plan
 from lcfix.text import content_words, phrase_in
 
 DEV = Path(__file__).parents[2].parent / "shared/data/lcmis_dev.jsonl"

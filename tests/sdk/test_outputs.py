@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from lcfix.adapters.base import GenerationRequest, GenerationResult
 from lcfix.errors import InputError
 from lcfix.outputs import default_stem, save_result

@@ -6,6 +6,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+
 from lcfix.a1111 import parse_a1111
 from lcfix.manifest import JobRecord, Manifest
 from lcfix.report import render_html, rows_from_records, write_report

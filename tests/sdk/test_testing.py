@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from lcfix.adapters import ImageAdapter, get_adapter_class
 from lcfix.adapters.base import GenerationRequest
 from lcfix.errors import ConfigError, RateLimitError

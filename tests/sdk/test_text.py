@@ -7,8 +7,16 @@ from lcfix.text import content_words, missing_words, normalize_prompt, phrase_in
 
 @pytest.mark.parametrize(
     ("word", "expected"),
-    [("watermelons", "watermelon"), ("cherries", "cherry"), ("glasses", "glass"),
-     ("glass", "glass"), ("leaves", "leaf"), ("boxes", "box"), ("bus", "bus"), ("peaches", "peach")],
+    [
+        ("watermelons", "watermelon"),
+        ("cherries", "cherry"),
+        ("glasses", "glass"),
+        ("glass", "glass"),
+        ("leaves", "leaf"),
+        ("boxes", "box"),
+        ("bus", "bus"),
+        ("peaches", "peach"),
+    ],
 )
 def test_singular(word: str, expected: str) -> None:
     assert singular(word) == expected

@@ -15,7 +15,7 @@ import respx
 from lcfix import tools
 from lcfix.adapters.base import GenerationRequest, GenerationResult
 from lcfix.errors import RateLimitError
-from lcfix.plan import Plan
+from lcfix.plans import Plan
 from lcfix.testing import FakeAdapter, sample_plan
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "chat-tools.md"

@@ -5,11 +5,10 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-import lcfix
 import pytest
-from lcfix.errors import ConfigError, UnsupportedError
-from lcfix.wrap import WrappedClient, WrappedPipeline, intercept, plan_of, wrap
 
+from lcfix.errors import ConfigError, UnsupportedError
+from lcfix.middleware import WrappedClient, WrappedPipeline, intercept, plan_of, wrap
 from tests.sdk.test_jobs import FakePlanner, _Server
 
 TEA = "a tea cup of iced coke"
@@ -98,12 +97,13 @@ def test_wrap_rejects_what_it_cannot_wrap() -> None:
         wrap(lambda prompt: prompt, mode="sometimes")  # type: ignore[arg-type]
 
 
-def test_module_name_stays_callable() -> None:
-    import lcfix.wrap as module
+def test_importing_submodules_never_shadows_the_public_functions() -> None:
+    import lcfix.middleware
+    import lcfix.plans
 
-    fn = module(lambda prompt: prompt, planner=FakePlanner())  # type: ignore[operator]
-    assert fn(TEA) != TEA
+    assert callable(lcfix.wrap) and callable(lcfix.plan)
     assert lcfix.wrap(lambda prompt: prompt, planner=FakePlanner())(FOX) == FOX
+    assert lcfix.middleware.wrap is lcfix.wrap
 
 
 # --- OpenAI-style clients --------------------------------------------------------------
@@ -191,6 +191,7 @@ def _run(pipe: Any, **kw: Any) -> Any:
 
 def test_pipeline_runs_staged_and_returns_its_own_type(tiny: Any) -> None:
     import torch
+
     from lcfix.adapters.staging import StagingCallback
 
     planner = FakePlanner()

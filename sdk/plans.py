@@ -10,9 +10,10 @@ from __future__ import annotations
 import itertools
 from typing import Annotated, Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
 from lcfix.errors import PlanValidationError
 from lcfix.text import content_words, missing_words, phrase_in
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 PLAN_VERSION: Literal[1] = 1
 MIN_STAGE_END = 0.025

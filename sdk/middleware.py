@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import sys
 import threading
 import warnings
 import weakref
@@ -40,8 +39,8 @@ from types import ModuleType
 from typing import Any, Literal, TypeVar, cast
 
 from lcfix.errors import ConfigError, InputError, UnsupportedError
-from lcfix.plan import Plan
 from lcfix.planner import Planner, PlannerKind
+from lcfix.plans import Plan
 
 WrapMode = Literal["stage", "rewrite", "off"]
 Dialect = Literal["natural", "weighted", "a1111"]
@@ -378,6 +377,7 @@ class WrappedPipeline(_Proxy):
 
 def _staged_kwargs(pipe: Any, plan: Plan, kwargs: dict[str, Any]) -> dict[str, Any]:
     from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
+
     from lcfix.adapters.staging import StagingCallback
 
     kwargs = dict(kwargs)
@@ -442,14 +442,3 @@ def wrap(
         f"lcfix.wrap cannot wrap {type(obj).__name__}: pass an OpenAI-style client, a diffusers "
         "pipeline, litellm.image_generation, or decorate a function with lcfix.intercept"
     )
-
-
-class _CallableModule(ModuleType):
-    # `import lcfix.wrap` binds this module to the name `lcfix.wrap`, shadowing the function
-    # that `lcfix/__init__` exports under the same name; calling the module keeps
-    # `lcfix.wrap(obj)` working whichever one the name holds.
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return wrap(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
