@@ -25,7 +25,7 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "schema": ("lcfix.cli.plan", "schema_cmd", "Print the Plan JSON Schema."),
     "generate": ("lcfix.cli.generate", "generate_cmd", "Plan and generate images on a backend."),
     "adapters": ("lcfix.cli.adapters", "adapters_group", "List the registered backends."),
-    "cache": ("lcfix.cli.cache", "cache_group", "Inspect or clear the plan cache."),
+    "cache": ("lcfix.cli.cache", "cache_group", "Inspect or clear the plan and switch caches."),
     "export": ("lcfix.cli.export", "export_cmd", "Export plans as A1111 prompts or ComfyUI nodes."),
     "mcp": ("lcfix.cli.mcp", "mcp_cmd", "Serve lcfix to chat assistants over MCP."),
 }
