@@ -26,14 +26,13 @@ from lcfix.adapters.search import (
 )
 from lcfix.adapters.staging import (
     StageEmbeddings,
-    StageSchedule,
     StagingCallback,
     encode_stage,
-    schedule_steps,
     sigma_fraction,
 )
 from lcfix.errors import ConfigError, UnsupportedError
 from lcfix.plans import Stage
+from lcfix.steps import StageSchedule, schedule_steps
 
 if TYPE_CHECKING:
     from lcfix.adapters.base import GenerationRequest

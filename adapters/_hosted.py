@@ -9,7 +9,7 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import httpx
 from pydantic import SecretStr
@@ -34,7 +34,7 @@ from lcfix.adapters.base import (
     parse_options,
 )
 from lcfix.errors import ConfigError, UnsupportedError
-from lcfix.plans import Plan, Stage
+from lcfix.plans import Plan, RewriteDialect, Stage
 from lcfix.text import phrase_in
 
 
@@ -164,7 +164,7 @@ def _with_total(result: GenerationResult, started: float) -> GenerationResult:
 # --- choices shared by hosted adapters (pure) ---------------------------------------------
 
 
-def prompt_for(plan: Plan, dialect: Literal["natural", "weighted", "a1111"]) -> str:
+def prompt_for(plan: Plan, dialect: RewriteDialect) -> str:
     """The rewrite in ``dialect`` when the plan is at risk, else the prompt unchanged."""
     if not plan.at_risk:
         return plan.prompt

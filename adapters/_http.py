@@ -278,6 +278,11 @@ class Reply:
     elapsed: float = 0.0
 
     @property
+    def json_object(self) -> dict[str, Any]:
+        """The JSON body when it is an object, else an empty dict (to read fields from)."""
+        return self.json if isinstance(self.json, dict) else {}
+
+    @property
     def trace(self) -> dict[str, Any]:
         """What a SentRequest records about this reply."""
         return {

@@ -286,7 +286,7 @@ class JobAPIAdapter(JobAdapter):
         raise BadRequestError(f"the proxy refused the job (code {code}): {desc}", adapter=self.name)
 
     def _check(self, reply: Reply) -> tuple[bool, str]:
-        task = reply.json if isinstance(reply.json, dict) else {}
+        task = reply.json_object
         status = str(task.get("status") or "")
         if status == "SUCCESS" and task.get("imageUrl"):
             return True, status
@@ -355,7 +355,7 @@ class ReplicateAdapter(JobAdapter):
             url, body["version"] = "predictions", version
         headers = {"Prefer": f"wait={o.wait}"} if o.wait else {}
         reply: Reply = yield Call("POST", url, json=body, headers=headers, idempotent=True)
-        pred = reply.json if isinstance(reply.json, dict) else {}
+        pred = reply.json_object
         pid = str(pred.get("id") or "?")
         if pred.get("status") not in _REPLICATE_DONE:
             get = (pred.get("urls") or {}).get("get") or f"predictions/{pid}"
@@ -369,7 +369,7 @@ class ReplicateAdapter(JobAdapter):
         return Job(job_id=pid, urls=urls, trace={"status": pred.get("status")})
 
     def _check(self, reply: Reply) -> tuple[bool, str]:
-        pred = reply.json if isinstance(reply.json, dict) else {}
+        pred = reply.json_object
         status = str(pred.get("status") or "")
         if status == "succeeded":
             return True, status
@@ -438,7 +438,7 @@ class FalAdapter(JobAdapter):
             args.update(image_url=init[0], strength=round(1.0 - init[1], 4))
         args.update(o.arguments)
         reply: Reply = yield Call("POST", model, json=args, idempotent=True)
-        sub = reply.json if isinstance(reply.json, dict) else {}
+        sub = reply.json_object
         rid = str(sub.get("request_id") or "?")
         # Status and result live under the app (owner/name), not the full model path.
         app = "/".join(model.split("/")[:2])
@@ -446,7 +446,7 @@ class FalAdapter(JobAdapter):
         check = Call("GET", status_url)
         yield from poll(check, _fal_check, self.poll, adapter=self.name, job=rid)
         done: Reply = yield Call("GET", sub.get("response_url") or f"{app}/requests/{rid}")
-        out = done.json if isinstance(done.json, dict) else {}
+        out = done.json_object
         urls = [str(i.get("url")) for i in out.get("images") or [] if isinstance(i, dict)]
         if any(out.get("has_nsfw_concepts") or []):
             raise ContentPolicyError("fal's safety checker flagged the output", adapter=self.name)
@@ -460,7 +460,7 @@ class FalAdapter(JobAdapter):
 
 
 def _fal_check(reply: Reply) -> tuple[bool, str]:
-    body = reply.json if isinstance(reply.json, dict) else {}
+    body = reply.json_object
     status = str(body.get("status") or "")
     if status == "COMPLETED" and not body.get("error"):
         return True, status

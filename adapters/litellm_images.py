@@ -49,8 +49,8 @@ from lcfix.errors import (
     ContentPolicyError,
     UnsupportedError,
 )
+from lcfix.plans import RewriteDialect
 
-Dialect = Literal["natural", "weighted", "a1111"]
 _WEIGHTED = ("midjourney", "imagine", "mj")
 _A1111 = ("a1111", "sdwebui", "automatic1111", "forge", "sdnext")
 
@@ -68,7 +68,7 @@ def takes_sd_params(model: str) -> bool:
     )
 
 
-def dialect_for(model: str) -> Dialect:
+def dialect_for(model: str) -> RewriteDialect:
     """The rewrite dialect a litellm model understands best."""
     provider = provider_of(model)
     if any(p in provider for p in _A1111):
@@ -86,7 +86,9 @@ class LiteLLMImagesOptions(AdapterOptions):
     style: str | None = None
     response_format: Literal["b64_json", "url"] | None = None
     api_version: str | None = None
-    dialect: Dialect | None = Field(default=None, description="Override the provider's dialect")
+    dialect: RewriteDialect | None = Field(
+        default=None, description="Override the provider's dialect"
+    )
     params: dict[str, Any] = Field(default_factory=dict, description="Extra provider arguments")
 
 
@@ -126,7 +128,7 @@ class LiteLLMImagesAdapter:
         self.api_base = api_base
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
-        self.dialect: Dialect = self.options.dialect or dialect_for(self.model)
+        self.dialect: RewriteDialect = self.options.dialect or dialect_for(self.model)
         client_kwargs: dict[str, Any] = {
             "adapter": self.name,
             "api_base": api_base or "http://localhost",

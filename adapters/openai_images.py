@@ -194,7 +194,7 @@ class OpenAIImagesAdapter(HostedAdapter):
         self, reply: Reply
     ) -> Generator[Call | Sleep, Any, list[tuple[bytes, str, str | None]]]:
         """Decode each ``data`` entry, downloading those that come as URLs (proxies)."""
-        body = reply.json if isinstance(reply.json, dict) else {}
+        body = reply.json_object
         entries = body.get("data")
         if not isinstance(entries, list) or not entries:
             raise BackendError("the response has no images in 'data'", adapter=self.name)

@@ -142,7 +142,7 @@ class StabilityAdapter(HostedAdapter):
         return Call("POST", self.endpoint, files=form, headers=accept, idempotent=True)
 
     def _image(self, reply: Reply) -> tuple[bytes, str, int | None]:
-        body = reply.json if isinstance(reply.json, dict) else {}
+        body = reply.json_object
         if body.get("finish_reason") == "CONTENT_FILTERED":
             raise ContentPolicyError(
                 "Stability's content filter blocked the image (finish_reason CONTENT_FILTERED); "

@@ -371,33 +371,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 if transport == "httpx":
                     env["DISABLE_AIOHTTP_TRANSPORT"] = "True"
                 extra = ["--concurrency", str(args.concurrency)] if args.concurrency else []
-                res = child(
-                    [
-                        "measure",
-                        "--port",
-                        str(port),
-                        "--prompts",
-                        str(args.prompts),
-                        "--cache-dir",
-                        cache_dir,
-                        *extra,
-                    ],
-                    env,
-                )
-                res.update(
-                    child(
-                        [
-                            "fresh",
-                            "--port",
-                            str(port),
-                            "--prompts",
-                            str(args.prompts),
-                            "--cache-dir",
-                            cache_dir,
-                        ],
-                        env,
-                    )
-                )
+                where = ["--port", str(port), "--prompts", str(args.prompts)]
+                where += ["--cache-dir", cache_dir]
+                res = child(["measure", *where, *extra], env)
+                res.update(child(["fresh", *where], env))
                 report["runs"][transport] = res
         return report
     finally:

@@ -9,9 +9,10 @@ from typing import Any
 import click
 
 from lcfix.a1111 import parse_a1111, parse_if_edited, to_a1111
+from lcfix.cli.options import planner_option
 from lcfix.comfy import MODEL_TYPES, SCHEDULERS, export_comfy
 from lcfix.errors import InputError, LcfixError
-from lcfix.inputs import read_prompts
+from lcfix.inputs import json_objects, read_prompts
 from lcfix.planner import Planner, get_planner
 from lcfix.plans import Plan, validate_plan_dict
 
@@ -21,15 +22,7 @@ _PROMPT_FILES = (".txt", ".csv", ".jsonl", ".ndjson")
 def _read_plan_lines(path: Path) -> list[tuple[str, Plan | dict[str, Any]]]:
     """JSONL from ``lcfix plan -o``: each line a plan (with an id), or a prompt to plan."""
     out: list[tuple[str, Plan | dict[str, Any]]] = []
-    for n, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not raw.strip():
-            continue
-        try:
-            obj = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"not valid JSON: {exc.msg}", path=path, line=n) from exc
-        if not isinstance(obj, dict):
-            raise InputError("each line must be a JSON object", path=path, line=n)
+    for n, obj in json_objects(path.read_text(encoding="utf-8"), path):
         rid = str(obj.pop("id", n))
         if "stages" in obj:
             try:
@@ -132,13 +125,7 @@ def _render(plan: Plan, opts: dict[str, Any]) -> Any:
     show_default=True,
     help="ComfyUI link to your CLIP output, NODE:OUTPUT.",
 )
-@click.option(
-    "--planner",
-    type=click.Choice(["offline", "llm", "auto"]),
-    default="auto",
-    show_default=True,
-    help="Planner for prompts that are not plans yet.",
-)
+@planner_option("Planner for prompts that are not plans yet.")
 @click.option("--model", help="litellm model for the LLM planner (else LCFIX_LLM_MODEL).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write here.")
 def export_cmd(source: str | None, **opts: Any) -> None:

@@ -7,13 +7,14 @@ import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import click
 
 import lcfix.planner
 from lcfix.adapters import load_adapter
 from lcfix.adapters.base import GenerationResult, ImageAdapter, StagingMode
+from lcfix.cli.options import planner_option
 from lcfix.dispatch import generate
 from lcfix.errors import ConfigError
 from lcfix.inputs import PromptRecord, looks_like_file, read_prompts
@@ -159,7 +160,7 @@ def _run_files(records: list[PromptRecord], **kwargs: Any) -> None:
 @click.option("--height", type=click.IntRange(min=1), default=None)
 @click.option(
     "--staging",
-    type=click.Choice(["auto", "native", "emulate", "off"]),
+    type=click.Choice(get_args(StagingMode)),
     default="auto",
     show_default=True,
     help="native: inside sampling (local); emulate: two requests (hosted); off: rewrite only.",
@@ -167,13 +168,7 @@ def _run_files(records: list[PromptRecord], **kwargs: Any) -> None:
 @click.option(
     "-o", "--option", "options", multiple=True, metavar="KEY=VALUE", help="A backend option."
 )
-@click.option(
-    "--planner",
-    "planner_kind",
-    type=click.Choice(["offline", "llm", "auto"]),
-    default="auto",
-    show_default=True,
-)
+@planner_option(dest="planner_kind")
 @click.option("--model", "planner_model", default=None, help="The LLM for --planner llm/auto.")
 @click.option(
     "--compare",

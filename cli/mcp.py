@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from lcfix.cli.options import planner_option
 from lcfix.mcp_server import BACKEND_ENV, DEFAULT_PORT, MCPConfig, serve
 
 
@@ -24,13 +25,7 @@ from lcfix.mcp_server import BACKEND_ENV, DEFAULT_PORT, MCPConfig, serve
     help=f"Default backend for generate_image, e.g. openai:gpt-image-1 (or {BACKEND_ENV}).",
 )
 @click.option("--api-base", default=None, metavar="URL", help="Endpoint of the default backend.")
-@click.option(
-    "--planner",
-    type=click.Choice(["offline", "llm", "auto"]),
-    default="auto",
-    show_default=True,
-    help="auto uses the LLM planner when a model is configured.",
-)
+@planner_option("auto uses the LLM planner when a model is configured.")
 @click.option("--model", default=None, help="LLM planner model (or LCFIX_LLM_MODEL).")
 @click.option("--llm-api-base", default=None, metavar="URL", help="LLM planner endpoint.")
 @click.option(

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, get_args
 
 import click
 
 from lcfix.batch import JsonlSink, load_done_ids, plan_line, plan_records
+from lcfix.cli.options import planner_option
 from lcfix.errors import InputError, LcfixError
-from lcfix.inputs import PromptRecord, looks_like_file, read_prompts
+from lcfix.inputs import InputFormat, PromptRecord, looks_like_file, read_prompts
 from lcfix.planner import MAX_PROMPT_CHARS, Planner, get_planner
 from lcfix.plans import Plan, plan_json_schema
 
@@ -204,13 +205,7 @@ class _NoBar:
 )
 @click.option("--resume", is_flag=True, help="Skip ids already in OUTPUT; append the rest.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing OUTPUT.")
-@click.option(
-    "--planner",
-    type=click.Choice(["offline", "llm", "auto"]),
-    default="auto",
-    show_default=True,
-    help="auto: the LLM planner when a model is configured.",
-)
+@planner_option("auto: the LLM planner when a model is configured.")
 @click.option("--model", help="litellm model for the LLM planner (else LCFIX_LLM_MODEL).")
 @click.option("--api-base", help="LLM endpoint (else LCFIX_LLM_API_BASE).")
 @click.option(
@@ -221,7 +216,7 @@ class _NoBar:
 )
 @click.option(
     "--input-format",
-    type=click.Choice(["txt", "jsonl", "csv"]),
+    type=click.Choice(get_args(InputFormat)),
     help="Input format [default: from the file suffix; txt for stdin].",
 )
 @click.option("--text", "as_text", is_flag=True, help="Treat SOURCE as a prompt, never a file.")

@@ -25,6 +25,7 @@ from typing import Any, Literal, get_args
 
 from lcfix.errors import InputError
 from lcfix.plans import Plan
+from lcfix.steps import schedule_steps
 
 Scheduler = Literal["normal", "karras", "simple", "sgm_uniform"]
 ModelType = Literal["sd", "sdxl", "flow"]
@@ -34,7 +35,21 @@ DEFAULT_FLOW_SHIFT = 3.0
 """ComfyUI's ModelSamplingDiscreteFlow shift for SD3; Flux-style models differ (pass shift)."""
 
 
-class DiscreteSampling:
+class _SigmaTable:
+    """The ascending sigma table a ComfyUI ``ModelSampling`` holds, and its ends."""
+
+    sigmas: list[float]
+
+    @property
+    def sigma_min(self) -> float:
+        return self.sigmas[0]
+
+    @property
+    def sigma_max(self) -> float:
+        return self.sigmas[-1]
+
+
+class DiscreteSampling(_SigmaTable):
     """ComfyUI's ``ModelSamplingDiscrete`` for eps models: 1000 scaled-linear betas.
 
     SD 1.x and SDXL share the schedule (linear_start 0.00085, linear_end 0.012).
@@ -51,14 +66,6 @@ class DiscreteSampling:
             sigmas.append(((1 - cumprod) / cumprod) ** 0.5)
         self.sigmas = sigmas
         self.log_sigmas = [math.log(s) for s in sigmas]
-
-    @property
-    def sigma_min(self) -> float:
-        return self.sigmas[0]
-
-    @property
-    def sigma_max(self) -> float:
-        return self.sigmas[-1]
 
     def sigma(self, timestep: float) -> float:
         t = min(max(timestep, 0.0), len(self.sigmas) - 1.0)
@@ -96,7 +103,7 @@ def _shift(alpha: float, t: float) -> float:
     return t if alpha == 1.0 else alpha * t / (1 + (alpha - 1) * t)
 
 
-class FlowSampling:
+class FlowSampling(_SigmaTable):
     """ComfyUI's ``ModelSamplingDiscreteFlow``: sigma = shift(t), t in (0, 1]."""
 
     def __init__(self, shift: float = DEFAULT_FLOW_SHIFT, multiplier: float = 1000.0) -> None:
@@ -104,15 +111,7 @@ class FlowSampling:
             raise InputError(f"shift must be positive, got {shift}", field="shift")
         self.shift = shift
         self.multiplier = multiplier
-        self.sigmas: list[float] = [_shift(shift, i / 1000) for i in range(1, 1001)]
-
-    @property
-    def sigma_min(self) -> float:
-        return self.sigmas[0]
-
-    @property
-    def sigma_max(self) -> float:
-        return self.sigmas[-1]
+        self.sigmas = [_shift(shift, i / 1000) for i in range(1, 1001)]
 
     def sigma(self, timestep: float) -> float:
         return _shift(self.shift, timestep / self.multiplier)
@@ -191,29 +190,11 @@ def sigma_schedule(
 def step_bounds(ends: Sequence[float], total: int) -> tuple[list[int], list[int], list[str]]:
     """Stage ends (fractions) as steps: ``(kept stage indices, switch steps, notes)``.
 
-    The same rule as the local backend (``lcfix.adapters.staging.schedule_steps``), so an
-    export switches on the step a local run would: ``round(end * total)`` half up, every
-    stage keeps at least one step, and with more stages than steps the earliest are dropped.
+    ``lcfix.steps.schedule_steps``, the local backend's rule, so an export switches on the
+    step a local run would.
     """
-    n = len(ends)
-    notes: list[str] = []
-    keep = list(range(n))
-    if n > total:
-        keep = keep[n - total :]
-        notes.append(
-            f"stages {', '.join(str(i + 1) for i in range(n - total))} get no step at "
-            f"{total} steps and were left out"
-        )
-    bounds: list[int] = []
-    inner = keep[:-1]
-    for pos, idx in enumerate(inner):
-        k = math.floor(ends[idx] * total + 0.5 + 1e-9)
-        lower = bounds[-1] + 1 if bounds else 1
-        clamped = min(max(k, lower), total - (len(inner) - pos))
-        if clamped != k:
-            notes.append(f"stage {idx + 1} ends at {ends[idx]:g}: moved to step {clamped}")
-        bounds.append(clamped)
-    return keep, bounds, notes
+    s = schedule_steps(ends, total)
+    return list(s.stages), list(s.steps), list(s.warnings)
 
 
 def stage_steps(end: float, steps: int) -> int:

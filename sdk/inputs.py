@@ -13,7 +13,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, TextIO
+from typing import Any, Literal, TextIO
 
 from lcfix.errors import InputError
 from lcfix.planner import MAX_PROMPT_CHARS
@@ -137,7 +137,11 @@ def _txt(text: str, source: str, max_chars: int) -> Iterator[PromptRecord]:
         yield PromptRecord(n, _check_prompt(stripped, source, n, max_chars), n, source)
 
 
-def _jsonl(text: str, source: str, max_chars: int) -> Iterator[PromptRecord]:
+def json_objects(text: str, source: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line number, object)`` for each non-blank line of JSONL ``text`` read from ``source``.
+
+    A line that is not JSON, or not a JSON object, is an InputError naming the file and line.
+    """
     for n, raw in enumerate(text.splitlines(), start=1):
         if not raw.strip():
             continue
@@ -149,6 +153,11 @@ def _jsonl(text: str, source: str, max_chars: int) -> Iterator[PromptRecord]:
             raise InputError(
                 f"each line must be a JSON object, got {type(obj).__name__}", path=source, line=n
             )
+        yield n, obj
+
+
+def _jsonl(text: str, source: str, max_chars: int) -> Iterator[PromptRecord]:
+    for n, obj in json_objects(text, source):
         if "prompt" not in obj:
             raise InputError("missing", path=source, line=n, field="prompt")
         prompt = _check_prompt(obj["prompt"], source, n, max_chars)

@@ -54,9 +54,8 @@ from lcfix.errors import (
     RateLimitError,
     UnsupportedError,
 )
-from lcfix.planner import Planner, PlannerKind
-from lcfix.plans import Plan
-from lcfix.tools import RewriteDialect
+from lcfix.planner import PLANNER_KINDS, Planner, PlannerKind
+from lcfix.plans import Plan, RewriteDialect
 
 if TYPE_CHECKING:
     from pydantic import SecretStr
@@ -119,7 +118,7 @@ def _env_rules() -> list[tuple[str, RewriteDialect]]:
 
 def _env_planner() -> PlannerKind:
     kind = os.environ.get("LCFIX_PROXY_PLANNER", "auto")
-    if kind not in ("offline", "llm", "auto"):
+    if kind not in PLANNER_KINDS:
         raise ConfigError(f"LCFIX_PROXY_PLANNER={kind!r}; choose offline, llm or auto")
     return cast(PlannerKind, kind)
 

@@ -31,7 +31,8 @@ from lcfix.adapters.base import ImageAdapter
 from lcfix.dispatch import agenerate
 from lcfix.errors import ConfigError, ExtraNotInstalledError, LcfixError
 from lcfix.planner import MAX_PROMPT_CHARS, Planner, PlannerKind
-from lcfix.tools import MAX_TOOL_IMAGES, RewriteDialect, generation_payload, plan_payload
+from lcfix.plans import RewriteDialect
+from lcfix.tools import MAX_TOOL_IMAGES, generation_payload, plan_payload
 
 if TYPE_CHECKING:
     from mcp.server.mcpserver import MCPServer

@@ -40,10 +40,9 @@ from typing import Any, Literal, TypeVar, cast
 
 from lcfix.errors import ConfigError, InputError, UnsupportedError
 from lcfix.planner import Planner, PlannerKind
-from lcfix.plans import Plan
+from lcfix.plans import Plan, RewriteDialect
 
 WrapMode = Literal["stage", "rewrite", "off"]
-Dialect = Literal["natural", "weighted", "a1111"]
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
 
@@ -129,7 +128,7 @@ class _Planning:
     def changes(self, plan: Plan) -> bool:
         return self.mode != "off" and (plan.at_risk or not self.only_at_risk)
 
-    def text(self, plan: Plan, dialect: Dialect) -> str:
+    def text(self, plan: Plan, dialect: RewriteDialect) -> str:
         """The prompt to send in ``dialect``; ``a1111`` (native staging) only in stage mode."""
         if dialect == "a1111" and self.mode == "stage":
             return plan.rewrites.a1111
@@ -158,7 +157,7 @@ def _intercepted(
     fn: F,
     core: _Planning,
     prompt_arg: str,
-    dialect: Dialect | Callable[[dict[str, Any]], Dialect],
+    dialect: RewriteDialect | Callable[[dict[str, Any]], RewriteDialect],
 ) -> F:
     """``fn`` with its prompt argument replaced by the plan's text; sync or async like ``fn``."""
 
@@ -229,7 +228,7 @@ def intercept(
     planner: PlannerKind | Planner = "auto",
     mode: WrapMode = "rewrite",
     only_at_risk: bool = True,
-    dialect: Dialect = "natural",
+    dialect: RewriteDialect = "natural",
 ) -> Any:
     """Decorate any function that takes a prompt so it receives the plan's rewrite.
 
@@ -310,7 +309,7 @@ class WrappedClient(_Proxy):
         return await self._lcfix_target.__aexit__(*exc)
 
 
-def _litellm_dialect(kwargs: dict[str, Any]) -> Dialect:
+def _litellm_dialect(kwargs: dict[str, Any]) -> RewriteDialect:
     from lcfix.adapters.litellm_images import dialect_for
 
     model = kwargs.get("model")

@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Sequence
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal, Protocol, get_args, runtime_checkable
 
 from lcfix.errors import ConfigError, LcfixError
 from lcfix.plans import Plan
 
 PlannerKind = Literal["offline", "llm", "auto"]
+PLANNER_KINDS: tuple[str, ...] = get_args(PlannerKind)
 MAX_PROMPT_CHARS = 4000
 """Longest prompt lcfix plans; longer ones are an input error (documented in docs/cli.md)."""
 
@@ -93,7 +94,7 @@ def get_planner(
     """
     from lcfix.offline import OfflinePlanner
 
-    if kind not in ("offline", "llm", "auto"):
+    if kind not in PLANNER_KINDS:
         raise ConfigError(f"unknown planner {kind!r}; choose offline, llm or auto")
     offline = OfflinePlanner(embeddings=embeddings)
     if kind == "offline" or (kind == "auto" and not llm_configured(model)):

@@ -75,6 +75,10 @@ class Stage(_Frozen):
     end: float = Field(gt=0.0, le=1.0, description="Fraction of denoising at which the stage ends")
 
 
+RewriteDialect = Literal["natural", "weighted", "a1111"]
+"""The name of one of a plan's rewrites: the prompt dialect a backend reads."""
+
+
 class Rewrites(_Frozen):
     """The same plan in each backend dialect."""
 

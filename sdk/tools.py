@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from lcfix.errors import ConfigError, LcfixError
 from lcfix.planner import MAX_PROMPT_CHARS
-from lcfix.plans import Plan
+from lcfix.plans import Plan, RewriteDialect
 from lcfix.strict_schema import schema_problems, strict_json_schema
 
 if TYPE_CHECKING:
@@ -65,8 +65,6 @@ PLAN_TOOL = "lcfix_plan_prompt"
 GENERATE_TOOL = "lcfix_generate_image"
 TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 MAX_TOOL_IMAGES = 4
-
-RewriteDialect = Literal["natural", "weighted", "a1111"]
 
 
 _Pixels = Annotated[int | None, Field(ge=64, le=4096)]

@@ -17,7 +17,6 @@ from lcfix.adapters._http import (
     HttpClient,
     PollPolicy,
     Reply,
-    RetryPolicy,
     Sleep,
     arun_flow,
     decode_image,
@@ -40,27 +39,10 @@ from lcfix.errors import (
     RateLimitError,
 )
 from lcfix.testing import tiny_png
+from tests.adapters.fakes import Clock
 
 BASE = "https://api.example.test/v1"
 PNG = tiny_png()
-
-
-class Clock:
-    """A fake clock whose sleeps advance time instantly."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-    async def asleep(self, seconds: float) -> None:
-        self.sleep(seconds)
-
-    def policy(self, **kw: Any) -> RetryPolicy:
-        return RetryPolicy(sleep=self.sleep, asleep=self.asleep, jitter=0.0, **kw)
 
 
 def client(clock: Clock, **kw: Any) -> HttpClient:

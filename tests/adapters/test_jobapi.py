@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import httpx
 import pytest
 import respx
 
-from lcfix.adapters._http import PollPolicy, RetryPolicy
 from lcfix.adapters.base import GenerationRequest
 from lcfix.adapters.jobapi import FalAdapter, JobAPIAdapter, ReplicateAdapter, mj_prompt
 from lcfix.errors import (
@@ -23,37 +21,13 @@ from lcfix.errors import (
     RateLimitError,
 )
 from lcfix.testing import AdapterContract, sample_plan, tiny_png
+from tests.adapters.fakes import Clock
 
 MJ = "http://mj.test:8080/mj"
 SECRET = "mj-secret-0123456789"
 PNG = tiny_png()
 PLAN = sample_plan()
 IMG = {"content": PNG, "headers": {"content-type": "image/png"}}
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-    async def asleep(self, seconds: float) -> None:
-        self.sleep(seconds)
-
-    def kwargs(self, timeout: float = 600.0) -> dict[str, Any]:
-        return {
-            "retry": RetryPolicy(sleep=self.sleep, asleep=self.asleep, jitter=0.0),
-            "poll": PollPolicy(interval=1.0, factor=2.0, timeout=timeout, clock=lambda: self.now),
-        }
-
-
-@pytest.fixture
-def mock() -> Iterator[respx.MockRouter]:
-    with respx.mock(assert_all_mocked=True) as router:
-        yield router
 
 
 def mj(clock: Clock | None = None, **kw: Any) -> JobAPIAdapter:
@@ -89,15 +63,19 @@ def mock_mj(router: respx.MockRouter, tasks: int = 1) -> respx.Route:
     return submit
 
 
-class TestJobAPIContract(AdapterContract):
+class JobContract(AdapterContract):
+    """The adapter contract with polls and retries on a fake clock (no real waiting)."""
+
+    def make_adapter(self, **kwargs: Any) -> Any:
+        return super().make_adapter(**{**Clock().kwargs(), **kwargs})
+
+
+class TestJobAPIContract(JobContract):
     adapter_class = JobAPIAdapter
     model = "v7"
     adapter_kwargs: ClassVar[dict[str, Any]] = {"api_base": MJ, "api_key": SECRET}
     entry_point = "jobapi"
     secret = SECRET
-
-    def make_adapter(self, **kwargs: Any) -> Any:
-        return super().make_adapter(**{**Clock().kwargs(), **kwargs})
 
     def backend(self) -> respx.MockRouter:
         router = respx.mock(assert_all_mocked=True, assert_all_called=False)
@@ -250,15 +228,12 @@ def replicate(**kw: Any) -> ReplicateAdapter:
     return ReplicateAdapter("black-forest-labs/flux-dev", api_key=TOKEN, **Clock().kwargs(), **kw)
 
 
-class TestReplicateContract(AdapterContract):
+class TestReplicateContract(JobContract):
     adapter_class = ReplicateAdapter
     model = "black-forest-labs/flux-dev"
     adapter_kwargs: ClassVar[dict[str, Any]] = {"api_key": TOKEN}
     entry_point = "replicate"
     secret = TOKEN
-
-    def make_adapter(self, **kwargs: Any) -> Any:
-        return super().make_adapter(**{**Clock().kwargs(), **kwargs})
 
     def backend(self) -> respx.MockRouter:
         def create(request: httpx.Request) -> httpx.Response:
@@ -341,15 +316,12 @@ def fal_submit(model: str) -> httpx.Response:
     )
 
 
-class TestFalContract(AdapterContract):
+class TestFalContract(JobContract):
     adapter_class = FalAdapter
     model = "fal-ai/flux/dev"
     adapter_kwargs: ClassVar[dict[str, Any]] = {"api_key": FAL_KEY}
     entry_point = "fal"
     secret = FAL_KEY
-
-    def make_adapter(self, **kwargs: Any) -> Any:
-        return super().make_adapter(**{**Clock().kwargs(), **kwargs})
 
     def backend(self) -> respx.MockRouter:
         n: list[int] = []

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import httpx
@@ -23,6 +22,7 @@ from lcfix.errors import (
     UnsupportedError,
 )
 from lcfix.testing import AdapterContract, sample_plan, tiny_png
+from tests.adapters.fakes import Clock
 
 OPENAI = "https://api.openai.com/v1/images/generations"
 STABILITY = "https://api.stability.ai/v2beta/stable-image/generate/sd3"
@@ -30,14 +30,9 @@ KEY = "sk-litellm-0123456789"
 PNG = tiny_png()
 B64 = base64.b64encode(PNG).decode()
 PLAN = sample_plan()
-SLEEPS: list[float] = []
-
-
-async def _asleep(seconds: float) -> None:
-    SLEEPS.append(seconds)
-
-
-FAST = RetryPolicy(sleep=SLEEPS.append, asleep=_asleep, jitter=0.0)
+CLOCK = Clock()
+SLEEPS = CLOCK.sleeps
+FAST = CLOCK.policy()
 
 
 def ok(revised: str | None = None, n: int = 1) -> httpx.Response:
@@ -50,11 +45,9 @@ def adapter(model: str = "openai/gpt-image-1", **kw: Any) -> LiteLLMImagesAdapte
     return LiteLLMImagesAdapter(model, api_key=KEY, **kw)
 
 
-@pytest.fixture
-def mock() -> Iterator[respx.MockRouter]:
+@pytest.fixture(autouse=True)
+def _no_sleeps_yet() -> None:
     SLEEPS.clear()
-    with respx.mock(assert_all_mocked=True) as router:
-        yield router
 
 
 class TestLiteLLMContract(AdapterContract):

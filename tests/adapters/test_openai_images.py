@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import httpx
@@ -24,20 +23,16 @@ from lcfix.errors import (
     UnsupportedError,
 )
 from lcfix.testing import AdapterContract, sample_plan, tiny_png
+from tests.adapters.fakes import Clock
 
 BASE = "https://api.openai.com/v1"
 KEY = "sk-test-0123456789abcdef"
 PNG = tiny_png()
 B64 = base64.b64encode(PNG).decode()
 PLAN = sample_plan()
-SLEEPS: list[float] = []
-
-
-async def _asleep(seconds: float) -> None:
-    SLEEPS.append(seconds)
-
-
-FAST = RetryPolicy(sleep=SLEEPS.append, asleep=_asleep, jitter=0.0)
+CLOCK = Clock()
+SLEEPS = CLOCK.sleeps
+FAST = CLOCK.policy()
 
 
 def ok(n: int = 1, revised: str | None = None, **extra: Any) -> httpx.Response:
@@ -56,11 +51,9 @@ def adapter(**kw: Any) -> OpenAIImagesAdapter:
     return OpenAIImagesAdapter("gpt-image-1", api_key=KEY, **kw)
 
 
-@pytest.fixture
-def mock() -> Iterator[respx.MockRouter]:
+@pytest.fixture(autouse=True)
+def _no_sleeps_yet() -> None:
     SLEEPS.clear()
-    with respx.mock(assert_all_mocked=True) as router:
-        yield router
 
 
 class TestOpenAIContract(AdapterContract):

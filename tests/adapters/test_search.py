@@ -3,7 +3,6 @@ from a shared trunk, and the whole search through the adapter on a tiny pipeline
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -141,12 +140,7 @@ PLAN = compose_plan(
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _run(pipe: Any, prompts: list[str], k: int | None, counter: Counter, **kw: Any) -> Any:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import httpx
@@ -23,6 +22,7 @@ from lcfix.errors import (
     UnsupportedError,
 )
 from lcfix.testing import AdapterContract, sample_plan, tiny_png
+from tests.adapters.fakes import Clock
 
 URL = "https://api.stability.ai/v2beta/stable-image/generate/sd3"
 KEY = "sk-stab-0123456789"
@@ -30,11 +30,7 @@ PNG = tiny_png()
 PLAN = sample_plan()
 
 
-async def _asleep(seconds: float) -> None:
-    return None
-
-
-FAST = RetryPolicy(sleep=lambda s: None, asleep=_asleep, jitter=0.0)
+FAST = Clock().policy()
 
 
 def ok(seed: int = 42, png: bytes = PNG) -> httpx.Response:
@@ -57,12 +53,6 @@ def fields(request: httpx.Request) -> dict[str, str]:
 def adapter(model: str = "sd3.5-large", **kw: Any) -> StabilityAdapter:
     kw.setdefault("retry", FAST)
     return StabilityAdapter(model, api_key=KEY, **kw)
-
-
-@pytest.fixture
-def mock() -> Iterator[respx.MockRouter]:
-    with respx.mock(assert_all_mocked=True) as router:
-        yield router
 
 
 class TestStabilityContract(AdapterContract):

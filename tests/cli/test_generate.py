@@ -87,6 +87,25 @@ def run(args: list[str], env: dict[str, str] | None = None) -> Any:
     return CliRunner().invoke(cli, args, env=env, catch_exceptions=False)
 
 
+def generate_on(server: LoopbackOpenAI, out: Path, planner: str) -> Any:
+    """``lcfix generate PROMPT`` on the loopback OpenAI server, with a test key."""
+    return run(
+        [
+            "generate",
+            PROMPT,
+            "--backend",
+            "openai:gpt-image-1",
+            "--api-base",
+            server.base,
+            "--out",
+            str(out),
+            "--planner",
+            planner,
+        ],
+        env={"OPENAI_API_KEY": KEY},
+    )
+
+
 def test_issue_check_against_a_loopback_openai(tmp_path: Path, planner: str) -> None:
     ok = {
         "created": 1,
@@ -102,21 +121,7 @@ def test_issue_check_against_a_loopback_openai(tmp_path: Path, planner: str) -> 
     with LoopbackOpenAI(
         [(429, {"Retry-After": "1"}, {"error": {"message": "slow down"}}), (200, {}, ok)]
     ) as server:
-        result = run(
-            [
-                "generate",
-                PROMPT,
-                "--backend",
-                "openai:gpt-image-1",
-                "--api-base",
-                server.base,
-                "--out",
-                str(out),
-                "--planner",
-                planner,
-            ],
-            env={"OPENAI_API_KEY": KEY},
-        )
+        result = generate_on(server, out, planner)
     assert result.exit_code == 0, result.output
     # The image is saved with its sidecar.
     images, sidecars = sorted(out.glob("*.png")), sorted(out.glob("*.json"))
@@ -147,21 +152,7 @@ def test_content_policy_400_exits_1_with_a_clear_message(tmp_path: Path, planner
         }
     }
     with LoopbackOpenAI([(400, {}, refusal)]) as server:
-        result = run(
-            [
-                "generate",
-                PROMPT,
-                "--backend",
-                "openai:gpt-image-1",
-                "--api-base",
-                server.base,
-                "--out",
-                str(tmp_path / "out"),
-                "--planner",
-                planner,
-            ],
-            env={"OPENAI_API_KEY": KEY},
-        )
+        result = generate_on(server, tmp_path / "out", planner)
     assert result.exit_code == 1
     assert (
         "Error: [openai] the provider refused the prompt under its content policy" in result.output

@@ -1,8 +1,6 @@
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,19 +9,9 @@ import lcfix
 from lcfix.client import AsyncClient, Client
 from lcfix.errors import ConfigError, InputError
 from lcfix.testing import FakeAdapter
-from tests.sdk.test_jobs import FakePlanner, _Server
+from tests.sdk.fakes import FakeImagesServer, FakePlanner
 
 TEA = "a tea cup of iced coke"
-
-
-@pytest.fixture
-def server() -> Iterator[_Server]:
-    srv = _Server()
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
 
 
 def test_exported_from_the_package() -> None:
@@ -85,7 +73,7 @@ def test_backend_by_name_checks_credentials_when_built() -> None:
 
 
 def test_backend_by_name_end_to_end(
-    server: _Server, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    server: FakeImagesServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-client-key")
     url = f"http://127.0.0.1:{server.server_address[1]}/v1"

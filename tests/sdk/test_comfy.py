@@ -150,11 +150,11 @@ def test_stages_are_fitted_to_the_steps_and_said() -> None:
     plan = parse_a1111("[[cup:cup, lemon:0.05]:a cup of coke with lemon:0.1]")
     frag = export_comfy(plan, steps=4)  # each stage still gets one step
     assert [s["steps"] for s in frag["_lcfix"]["stages"]] == [[0, 0], [1, 1], [2, 3]]
-    assert "moved to step 1" in frag["_lcfix_note"]
-    frag = export_comfy(plan, steps=2)  # three stages, two steps: the first is left out
+    assert "clamped to step 1" in frag["_lcfix_note"]
+    frag = export_comfy(plan, steps=2)  # three stages, two steps: the first is dropped
     texts = [s["prompt"] for s in frag["_lcfix"]["stages"]]
     assert texts == ["cup, lemon", "a cup of coke with lemon"]
-    assert "left out" in frag["_lcfix_note"]
+    assert "dropped" in frag["_lcfix_note"]
 
 
 def test_step_rule_matches_the_local_backend() -> None:

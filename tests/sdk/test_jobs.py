@@ -1,54 +1,27 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections import Counter
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from lcfix.adapters.base import GenerationRequest, GenerationResult
-from lcfix.compose import compose_plan
-from lcfix.errors import BackendServerError, LcfixError, PlannerError, RateLimitError
+from lcfix.errors import BackendServerError, LcfixError, RateLimitError
 from lcfix.inputs import PromptRecord
 from lcfix.jobs import Progress, RateLimiter, arun_jobs, baseline_plan, default_seed, run_jobs
 from lcfix.manifest import MANIFEST_NAME, read_records
-from lcfix.planner import BasePlanner
-from lcfix.plans import ConceptPair, Plan, PlannerInfo
-from lcfix.testing import FakeAdapter, tiny_png
-from lcfix.text import content_words, words
+from lcfix.plans import Plan
+from lcfix.testing import FakeAdapter
+from tests.sdk.fakes import FakeImagesServer, FakePlanner
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-class FakePlanner(BasePlanner):
-    """Marks every prompt at risk: fragile = its first content word, dominant = its last."""
-
-    name = "fake"
-
-    def __init__(self, fail_on: str | None = None) -> None:
-        self.fail_on = fail_on
-        self.calls = 0
-
-    def plan(self, prompt: str) -> Plan:
-        self.calls += 1
-        if self.fail_on and self.fail_on in prompt:
-            raise PlannerError(f"cannot plan {prompt!r}")
-        if "fox" in prompt:  # not at risk
-            return compose_plan(prompt, [], planner=PlannerInfo(name="fake", version="0"))
-        content = [w for w in words(prompt) if content_words(w)]
-        pair = ConceptPair(fragile=content[0], dominant=content[-1], latent="glass")
-        return compose_plan(prompt, [pair], planner=PlannerInfo(name="fake", version="0"))
 
 
 def _records(*prompts: str) -> list[PromptRecord]:
@@ -255,58 +228,18 @@ async def test_scorer_columns_reach_the_report(tmp_path: Path) -> None:
 # --- kill -9 mid-run, run again: nothing finished is requested twice ----------------------
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.prompts: Counter[str] = Counter()
-        self.lock = threading.Lock()
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        return None  # a client killed mid-request breaks the pipe: expected here
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        with self.server.lock:
-            self.server.prompts[body["prompt"]] += 1
-        time.sleep(0.15)
-        png = base64.b64encode(tiny_png(8, 8, (10, 200, 30))).decode()
-        data = json.dumps({"created": 1, "data": [{"b64_json": png}] * body.get("n", 1)}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: object) -> None:
-        return None
-
-
-@pytest.fixture
-def server() -> Iterator[_Server]:
-    srv = _Server()
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
-
-
 _CHILD = """
 import sys
 from lcfix.jobs import run_jobs
-from tests.sdk.test_jobs import FakePlanner
+from tests.sdk.fakes import FakePlanner
 run_jobs(sys.argv[1], backend="openai:gpt-image-1", api_base=sys.argv[2], out_dir=sys.argv[3],
          planner=FakePlanner(), compare=True, seed=5, concurrency=1)
 """
 
 
-def test_kill_9_then_resume_requests_no_finished_job_twice(tmp_path: Path, server: _Server) -> None:
+def test_kill_9_then_resume_requests_no_finished_job_twice(
+    tmp_path: Path, server: FakeImagesServer
+) -> None:
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("\n".join(f"a tea cup of iced coke number {i}" for i in range(5)) + "\n")
     out = tmp_path / "out"

@@ -1,31 +1,19 @@
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from lcfix.errors import ConfigError, UnsupportedError
 from lcfix.middleware import WrappedClient, WrappedPipeline, intercept, plan_of, wrap
-from tests.sdk.test_jobs import FakePlanner, _Server
+from tests.sdk.fakes import FakeImagesServer, FakePlanner
 
 TEA = "a tea cup of iced coke"
 FOX = "a red fox in the snow"  # FakePlanner: not at risk
 
 
-@pytest.fixture
-def server() -> Iterator[_Server]:
-    srv = _Server()
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
-
-
-def _url(srv: _Server) -> str:
+def _url(srv: FakeImagesServer) -> str:
     return f"http://127.0.0.1:{srv.server_address[1]}/v1"
 
 
@@ -109,7 +97,7 @@ def test_importing_submodules_never_shadows_the_public_functions() -> None:
 # --- OpenAI-style clients --------------------------------------------------------------
 
 
-def test_openai_client_returns_its_own_types(server: _Server) -> None:
+def test_openai_client_returns_its_own_types(server: FakeImagesServer) -> None:
     openai = pytest.importorskip("openai")
     client = openai.OpenAI(api_key="sk-test", base_url=_url(server), max_retries=0)
     plain = client.images.generate(model="gpt-image-1", prompt=TEA)
@@ -132,7 +120,7 @@ def test_openai_client_returns_its_own_types(server: _Server) -> None:
     assert isinstance(wrapped.with_options(timeout=5), WrappedClient)
 
 
-async def test_async_openai_client(server: _Server) -> None:
+async def test_async_openai_client(server: FakeImagesServer) -> None:
     openai = pytest.importorskip("openai")
     client = openai.AsyncOpenAI(api_key="sk-test", base_url=_url(server), max_retries=0)
     wrapped = wrap(client, planner=FakePlanner())
@@ -146,7 +134,7 @@ async def test_async_openai_client(server: _Server) -> None:
 # --- litellm ---------------------------------------------------------------------------
 
 
-def test_litellm_image_generation(server: _Server) -> None:
+def test_litellm_image_generation(server: FakeImagesServer) -> None:
     litellm = pytest.importorskip("litellm")
     kw = {
         "model": "openai/gpt-image-1",
