@@ -221,11 +221,10 @@ def generate_cmd(
     """
     show_warnings()
     backend_options = parse_options(options)
-    if compare or retry_failed or looks_like_file(source, as_text=as_text):
+    is_file = looks_like_file(source, as_text=as_text)
+    if compare or retry_failed or is_file:
         records = (
-            read_prompts(source)
-            if looks_like_file(source, as_text=as_text)
-            else [PromptRecord(1, source.strip(), 1, "<argument>")]
+            read_prompts(source) if is_file else [PromptRecord(1, source.strip(), 1, "<argument>")]
         )
         _run_files(
             records,
