@@ -290,21 +290,32 @@ def _locations(ctx: _Ctx) -> None:
     places = [(c, p) for c in ctx.chunks if ctx.live(c) and (p := _place(c)) is not None]
     if not places:
         return
+    # A zoo, wildlife park or sanctuary keeps its animals anywhere: "at a zoo in Berlin".
+    captive = any((e := c.sense("place")) is not None and e.name == _ZOO for c in ctx.chunks)
     for c in ctx.chunks:
         if not ctx.live(c) or _place(c) is not None:
             continue
         animal = c.sense("animal")
         local = _regional(ctx, c)
+        # Poutine at a diner *in Quebec*: a place of the dish's own region makes it at home.
+        at_home = local is not None and any(
+            local.regions & _chunk_regions(ctx, loc, place) for loc, place in places
+        )
         for loc, place in places:
             regions = _chunk_regions(ctx, loc, place)
             # A habitat said to be of a region is located too: "a Norwegian fjord"
             located = place.kind in _LOCATED or bool(place.regions) or bool(regions)
+            # ... and so does sushi at a Japanese restaurant in Paris: only a landmark clashes.
+            if at_home and place.kind in ("setting", "city", "country"):
+                located = False
             if local is not None and located and regions and not (local.regions & regions):
                 setting = local.setting or _region_setting(ctx.kb, local)
                 ctx.add(loc, c, "cuisine-location", setting, place, local, position=loc.index)
-            if animal is not None and animal.kind == "wild":
+            if animal is not None and animal.kind == "wild" and not captive:
                 _species_site(ctx, c, animal, loc, place, regions)
 
+
+_ZOO = "zoo"  # the knowledge-base place whose aliases are the places that keep animals
 
 _REGIONAL = ("food", "beverage", "cultural", "role", "outfit", "object", "instrument")
 

@@ -385,6 +385,10 @@ class _Builder:
             for s in [fam, *surfaces]:
                 kb.colour_family[" ".join(term_key(s))] = fam
                 self._add_term(term_key(s), Entry("colour", fam, s))
+                for suffix in ("colored", "coloured"):  # "gold-colored", "rust coloured"
+                    key = (*term_key(s), suffix)
+                    kb.colour_family[" ".join(key)] = fam
+                    self._add_term(key, Entry("colour", fam, s))
 
     def _singulars(self, kb: KnowledgeBase, names: list[tuple[Key, Entry]]) -> None:
         """Index a plural name under its singular too ("sand dunes": "a sand dune"), unless

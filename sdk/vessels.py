@@ -138,12 +138,23 @@ def _fits(content: Entry, vessel: Entry, kb: KnowledgeBase | None = None) -> boo
         return True
     if kb is not None and _named_for(kb, content, vessel):
         return True
+    if kb is not None and _material_variant(kb, vessel, content):
+        return True
     if content.category == "fruit":
         return vessel.generic or "fruit" in vessel.holds or vessel.name in ("fruit bowl", "basket")
-    if vessel.name == "plate" and content.category == "food":
-        # A plate (dish, platter) takes any solid food; only soups and the like clash.
+    if vessel.name in ("plate", "napkin") and content.category == "food":
+        # A plate (dish, platter) or napkin takes any solid food; soups and the like clash.
         return not content.partner_heads <= _LIQUID_HOLDERS
     return vessel.generic and vessel.name.split()[-1] in content.partner_heads
+
+
+def _material_variant(kb: KnowledgeBase, vessel: Entry, content: Entry) -> bool:
+    """A "copper cup" is a cup: what a plain generic vessel takes, its material variant does."""
+    words = vessel.name.split()
+    if len(words) != 2 or kb.find(words[0], "material") is None:
+        return False
+    plain = kb.find(words[1], "vessel")
+    return plain is not None and plain.generic and _fits(content, plain)
 
 
 # Vessels of foods eaten with a spoon or drunk: such a food on a plate is a clash.
@@ -180,6 +191,16 @@ def storage(ctx: _Ctx) -> None:
                     holds=frozenset({filled.name}),
                     holds_display=(filled.name,),
                 )
+        named = _named_content(c) if filled is None else None
+        if named is not None and store is not None:
+            # "a sardine tin", "a candy jar": a container named for a food holds that food.
+            store = Entry(
+                "storage",
+                store.name,
+                "",
+                holds=frozenset({named.name}),
+                holds_display=(named.name,),
+            )
         food = next((e for e in c.senses if e.category in ("food", "fruit")), None)
         inside_food = store is None and food is not None
         if inside_food:
@@ -247,6 +268,16 @@ def _filled_with(ctx: _Ctx, c: Chunk) -> Entry | None:
     return content_of(nxt)
 
 
+def _named_content(c: Chunk) -> Entry | None:
+    """The food or drink a container is named for: the sardines of "a sardine tin"."""
+    for m in reversed(c.mods):
+        if m.has("colour") is None and m.has("material") is None:
+            found = next((e for e in m.senses if e.category in CONTENT), None)
+            if found is not None:
+                return found
+    return None
+
+
 def _edible(c: Chunk) -> bool:
     return any(e.category in CONTENT for m in c.mods for e in m.senses)
 
@@ -258,6 +289,10 @@ def _holds_animals(kb: KnowledgeBase, store: Entry) -> bool:
 def _stores(store: Entry, item: Entry) -> bool:
     if item.name in store.holds or item.category in store.holds:
         return True
+    if item.category == "animal":
+        # A tank for fish takes any water animal, a cage for birds any bird.
+        aquatic = "fish" in store.holds and bool(item.biomes & {"ocean", "river"})
+        return aquatic or ("bird" in store.holds and "feathers" in item.coverings)
     if item.category == "jewelry" and (store.name in item.holds or "jewelry" in store.holds):
         return True
     return item.category in CONTENT and "food" in store.holds

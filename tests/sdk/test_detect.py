@@ -129,3 +129,45 @@ def test_colour_of_a_fruit_skin_and_a_coat_of_another_covering() -> None:
     (f,) = _find("A flamingo covered in black and white zebra stripes")
     assert "zebra stripes" in f.fragile and f.pattern == "animal-covering"
     assert _find("A zebra with black and white stripes") == []
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        "Poutine at a roadside diner in Montreal",
+        "Sushi at a Japanese restaurant in London",
+        "Pierogi at a Polish bakery in Chicago",
+    ],
+)
+def test_a_dish_in_a_place_of_its_own_region_is_at_home(prompt: str) -> None:
+    assert _find(prompt) == []
+
+
+def test_a_landmark_still_clashes_when_the_dish_is_at_home() -> None:
+    f = _find("Tacos at a Mexican restaurant beside the Colosseum")[0]
+    assert (f.fragile, f.pattern) == ("Colosseum", "cuisine-location")
+
+
+def test_a_tropical_habitat_clashes_with_a_cold_animal() -> None:
+    f = _find("A lemming in a mangrove swamp")[0]
+    assert (f.fragile, f.pattern) == ("mangrove swamp", "species-site")
+
+
+def test_a_bare_vine_bears_many_fruits_but_not_any() -> None:
+    assert _find("Cherry tomatoes on a vine") == []
+    f = _find("Mangoes hanging from a vine")[0]
+    assert (f.fragile, f.pattern) == ("Mangoes", "fruit-plant")
+
+
+def test_colour_suffix_and_objects_named_for_their_material() -> None:
+    f = _find("A scarlet-colored lemon on a shelf")[0]
+    assert (f.fragile, f.pattern) == ("scarlet-colored", "object-attribute")
+    assert _find("Paper cranes hanging from the ceiling") == []
+    f = _find("A boat made of paper")[0]
+    assert (f.fragile, f.pattern) == ("paper", "object-material")
+
+
+def test_a_zoo_keeps_wild_animals_anywhere() -> None:
+    assert _find("A giraffe in a safari park in Denmark") == []
+    assert _find("A snow leopard at the zoo in Cairo") == []
+    assert _find("A snow leopard in Cairo")[0].pattern == "species-site"

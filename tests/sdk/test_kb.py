@@ -224,3 +224,10 @@ def test_climates_wearables_and_vehicles(kb) -> None:  # type: ignore[no-untyped
 def test_plural_names_answer_to_their_singular_unless_it_means_something_else(kb) -> None:  # type: ignore[no-untyped-def]
     assert kb.find("sand dune", "place") is kb.find("sand dunes", "place")
     assert kb.find("glass", "object") is None  # "glasses" is eyewear; "glass" is not
+
+
+def test_a_colour_word_with_colored_is_that_colour(kb) -> None:  # type: ignore[no-untyped-def]
+    for text in ("crimson-colored", "Crimson Coloured", "navy colored"):
+        senses = [e for e in kb.lookup(text) if e.category == "colour"]
+        assert senses, text
+    assert kb.find("crimson-colored", "colour").name == kb.find("crimson", "colour").name

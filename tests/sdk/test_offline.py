@@ -295,3 +295,10 @@ def test_dev_set_floor() -> None:
     f1 = 2 * precision * recall / (precision + recall)
     assert f1 >= 0.8
     assert frag / (tp + fn) >= 0.75
+
+
+def test_a_stand_named_for_a_dish_of_its_region_makes_the_city_fine(
+    planner: OfflinePlanner,
+) -> None:
+    assert not planner.plan("Burritos at a taco truck in Chicago").at_risk
+    assert planner.plan("Burritos in Chicago").at_risk

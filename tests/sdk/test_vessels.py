@@ -90,3 +90,36 @@ def test_content_of_prefers_food_senses() -> None:
     entry = content_of(c)
     assert entry is not None and entry.category == "food"
     assert content_of(chunk(KB, "a hammer")[0]) is None
+
+
+def test_a_container_named_for_a_food_holds_only_that_food() -> None:
+    f = _find("A silver ring inside an anchovy tin")[0]
+    assert (f.fragile, f.dominant, f.latent) == ("silver ring", "anchovy tin", "sardines")
+    assert _find("Sugar cookies in a tin") == []
+    assert _find("A brooch in a tin") == []
+    # A colour that is also a fruit names no content: "an orange tin" holds anything.
+    assert _find("A locket in an orange tin") == []
+
+
+def test_a_napkin_takes_solid_food_but_not_soup() -> None:
+    assert _find("A cookie on a paper napkin") == []
+    f = _find("Tomato soup poured onto a napkin")[0]
+    assert (f.fragile, f.pattern) == ("napkin", "food-tableware")
+
+
+def test_a_tank_takes_water_animals_and_a_cage_birds() -> None:
+    assert _find("A sea turtle in an aquarium") == []
+    assert _find("A cockatoo in a birdcage") == []
+    f = _find("A hamster inside a fish tank")[0]
+    assert (f.fragile, f.pattern) == ("hamster", "object-storage")
+
+
+def test_a_material_variant_of_a_plain_vessel_takes_what_the_plain_one_takes() -> None:
+    assert _find("Espresso in a copper cup") == []
+    f = _find("Red wine in a paper coffee cup")[0]
+    assert f.fragile == "paper coffee cup"
+
+
+def test_a_frisbee_is_an_odd_vessel_for_food() -> None:
+    f = _find("Stew served on a frisbee")[0]
+    assert (f.fragile, f.pattern) == ("frisbee", "food-tableware")
