@@ -318,12 +318,3 @@ async def test_documented_config_runs_through_a_router(backends: Backends) -> No
     request = backends.last.requests[-1]
     assert request.staging == "emulate"  # from the deployment's lcfix_staging
     assert backends.built[-1][0] == "fake:gpt-image-1"
-
-
-@pytest.mark.skip(
-    reason="pip install 'litellm[proxy]==1.110.2' fails here: the extra pins "
-    "litellm-proxy==1.110.2, which the package index does not carry, so the proxy server "
-    "(fastapi, websockets, ...) cannot start on loopback"
-)
-def test_proxy_end_to_end() -> None:
-    """Would start `litellm --config` on loopback and POST /v1/images/generations."""
