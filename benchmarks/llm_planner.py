@@ -12,7 +12,7 @@ the planner's GIL; real litellm HTTP goes over 127.0.0.1 (nothing is mocked).
 - ``litellm_import_s``: the one-off import of litellm that the first cache miss pays;
 - ``uncached_s``: ``LLMPlanner.plan_many`` over all prompts with an empty cache;
 - ``litellm_only_s``: the same requests through bare ``litellm.acompletion``, for comparison;
-- ``chunked_s``: the same through chunks of 128, as ``lcfix plan`` feeds the planner;
+- ``chunked_s``: the same through ``lcfix.batch.plan_records``, as ``lcfix plan FILE`` runs;
 - ``cached_s``: a new planner over the same prompts (all cache hits, no HTTP);
 - ``cached_fresh_process_s``: a fresh Python process doing only the cached run, import included.
 """
@@ -227,6 +227,8 @@ def served(port: int) -> int:
 
 
 def measure(port: int, n: int, concurrency: int | None, cache_dir: str) -> dict[str, Any]:
+    from lcfix.batch import plan_records
+    from lcfix.inputs import PromptRecord
     from lcfix.llm_planner import LLMPlanner
     from lcfix.plans import Plan
 
@@ -262,8 +264,9 @@ def measure(port: int, n: int, concurrency: int | None, cache_dir: str) -> dict[
     chunked_planner = LLMPlanner("openai/fake-planner", cache=f"{cache_dir}/b.sqlite3", **kw)
     t = time.perf_counter()
     chunked: list[Any] = []
-    for i in range(0, n, 128):  # what `lcfix plan` does: one event loop per chunk
-        chunked += chunked_planner.plan_many(prompts[i : i + 128])
+    records = [PromptRecord(i, p, i, "bench") for i, p in enumerate(prompts, start=1)]
+    # exactly what `lcfix plan FILE` does: lcfix.batch feeds the planner in chunks
+    plan_records(records, chunked_planner, lambda _rec, res: chunked.append(res))
     chunked_s = time.perf_counter() - t
     chunked_planner.close()
 
