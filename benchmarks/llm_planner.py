@@ -311,7 +311,7 @@ def litellm_floor(planner: Any, prompts: list[str], port: int) -> float:
                 await litellm.acompletion(
                     model="openai/fake-planner",
                     api_base=base,
-                    api_key="bench-key-not-secret",
+                    api_key="fake-bench",
                     messages=planner.template.messages(prompt),
                     response_format=rf,
                     max_retries=0,
@@ -333,7 +333,7 @@ def cached_fresh(n: int, cache_dir: str, port: int) -> dict[str, Any]:
         "openai/fake-planner",
         f"http://127.0.0.1:{port}/v1",
         cache=f"{cache_dir}/a.sqlite3",
-        api_key="bench-key-not-secret",
+        api_key="fake-bench",
     )
     results = planner.plan_many(make_prompts(n))
     return {
@@ -414,7 +414,7 @@ def faults(args: argparse.Namespace) -> dict[str, Any]:
                 fallback=OfflinePlanner(embeddings=False),
                 cache=False,
                 timeout=args.timeout,
-                api_key="bench-key-not-secret",
+                api_key="fake-bench",
             )
             planner._get_client()  # litellm's import is not the endpoint's fault
             t = time.perf_counter()
