@@ -234,7 +234,7 @@ def measure(port: int, n: int, concurrency: int | None, cache_dir: str) -> dict[
 
     base = f"http://127.0.0.1:{port}/v1"
     prompts = make_prompts(n)
-    kw: dict[str, Any] = {"api_base": base, "api_key": "bench-key-not-secret"}
+    kw: dict[str, Any] = {"api_base": base, "api_key": "fake-bench"}
     if concurrency is not None:
         kw["concurrency"] = concurrency
 
