@@ -1,5 +1,5 @@
 # Two commands set everything up on a fresh machine:
-#   make run    creates .venv, installs lcfix, plans examples/prompts.txt offline (no key)
+#   make run    creates .venv, installs lcfix (no torch), plans examples/prompts.txt offline
 #   make test   creates .venv, installs lcfix with every extra, runs the test suite
 # torch is installed first and pinned: it is the CPU wheel on local disk, while a bare
 # "torch" requirement resolves to a 5 GB CUDA build.
@@ -16,9 +16,9 @@ export LITELLM_LOCAL_MODEL_COST_MAP := True
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 
+# The main job needs no torch: the offline planner is pure Python.
 $(VENV)/.core: pyproject.toml | $(VENV)/bin/python
-	$(PIP) install -q $(TORCH)
-	$(PIP) install -q -e ".[embeddings]"
+	$(PIP) install -q -e .
 	touch $@
 
 $(VENV)/.all: pyproject.toml | $(VENV)/bin/python
