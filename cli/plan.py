@@ -170,12 +170,20 @@ def _plan_file(
             stream.close()
     if not opts["quiet"]:
         s = summary
-        msg = (
-            f"lcfix: {s.total} prompts: {s.planned} planned ({s.at_risk} at risk), "
-            f"{s.failed} failed, {s.skipped} skipped (already done), "
-            f"{s.fallbacks} fell back to offline, {s.screened} screened offline, "
-            f"{s.cached} from cache, {s.seconds:.2f} s"
-        )
+        parts = [
+            f"{s.planned} planned ({s.at_risk} at risk)",
+            f"{s.failed} failed",
+            f"{s.skipped} skipped (already done)",
+        ]
+        # LLM-planner counts only mean something when the LLM planner ran.
+        for count, label in (
+            (s.fallbacks, "fell back to offline"),
+            (s.screened, "screened offline"),
+            (s.cached, "from cache"),
+        ):
+            if count:
+                parts.append(f"{count} {label}")
+        msg = f"lcfix: {s.total} prompts: {', '.join(parts)}, {s.seconds:.2f} s"
         if s.prompt_tokens or s.completion_tokens:
             msg += f", tokens {s.prompt_tokens} in / {s.completion_tokens} out"
         click.echo(msg, err=True)

@@ -189,3 +189,21 @@ def test_schema_prints_the_plan_json_schema() -> None:
     schema = json.loads(result.output)
     assert schema["title"] == "Plan"
     assert "stages" in schema["properties"]
+
+
+def test_summary_names_llm_counts_only_when_they_happened(
+    planner: KeywordPlanner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = tmp_path / "p.txt"
+    src.write_text("a fox\na tea cup of iced coke\n")
+    plain = run("plan", str(src), "-o", str(tmp_path / "a.jsonl"))
+    assert "fell back" not in plain.stderr and "from cache" not in plain.stderr
+
+    original = planner.plan
+
+    def fallback_plan(prompt: str) -> Plan:
+        return original(prompt).with_planner(fallback="llm failed: 500")
+
+    monkeypatch.setattr(planner, "plan", fallback_plan)
+    result = run("plan", str(src), "-o", str(tmp_path / "b.jsonl"))
+    assert "2 fell back to offline" in result.stderr
