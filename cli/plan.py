@@ -11,9 +11,9 @@ import click
 
 from lcfix.batch import JsonlSink, load_done_ids, plan_line, plan_records
 from lcfix.cli.options import planner_option
-from lcfix.errors import InputError, LcfixError
+from lcfix.errors import LcfixError
 from lcfix.inputs import InputFormat, PromptRecord, looks_like_file, read_prompts
-from lcfix.planner import MAX_PROMPT_CHARS, Planner, get_planner
+from lcfix.planner import Planner, check_prompt, get_planner
 from lcfix.plans import Plan, plan_json_schema
 
 
@@ -112,13 +112,7 @@ def _open_output(output: Path | None, resume: bool, overwrite: bool) -> tuple[Te
 
 
 def _plan_one(prompt: str, planner: Planner, opts: dict[str, Any]) -> None:
-    prompt = prompt.strip()
-    if not prompt:
-        raise InputError("empty prompt", field="prompt")
-    if len(prompt) > MAX_PROMPT_CHARS:
-        raise InputError(
-            f"prompt is {len(prompt)} characters; the limit is {MAX_PROMPT_CHARS}", field="prompt"
-        )
+    prompt = check_prompt(prompt.strip())
     plan = planner.plan(prompt)
     fmt = opts["fmt"] or ("jsonl" if opts["output"] else "text")
     record = PromptRecord(1, prompt, 1, "<argument>")

@@ -22,8 +22,8 @@ from typing import Any
 
 from lcfix.a1111 import parse_if_edited
 from lcfix.adapters.base import GenerationResult, ImageAdapter, StagingMode
-from lcfix.errors import ConfigError, InputError
-from lcfix.planner import Planner, PlannerKind
+from lcfix.errors import ConfigError
+from lcfix.planner import Planner, PlannerKind, check_prompt
 from lcfix.plans import Plan
 
 
@@ -76,9 +76,7 @@ class _ClientBase:
     def _check_prompt(self, prompt: str) -> str:
         if self.closed:
             raise ConfigError("this client is closed")
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise InputError("empty prompt", field="prompt")
-        return prompt.strip()
+        return check_prompt(prompt.strip() if isinstance(prompt, str) else prompt)
 
     def _edited(self, prompt: str) -> Plan | None:
         return parse_if_edited(prompt) if self.a1111 else None

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal, TextIO
 
 from lcfix.errors import InputError
-from lcfix.planner import MAX_PROMPT_CHARS
+from lcfix.planner import MAX_PROMPT_CHARS, check_prompt
 
 InputFormat = Literal["txt", "jsonl", "csv"]
 RecordId = str | int
@@ -99,21 +99,11 @@ def _read_text(source: str, stdin: TextIO | None) -> str:
 
 
 def _check_prompt(value: object, source: str, line: int, max_chars: int) -> str:
-    if not isinstance(value, str):
-        raise InputError(
-            f"must be a string, got {type(value).__name__}", path=source, line=line, field="prompt"
-        )
-    prompt = value.strip()
-    if not prompt:
-        raise InputError("empty prompt", path=source, line=line, field="prompt")
-    if len(prompt) > max_chars:
-        raise InputError(
-            f"prompt is {len(prompt)} characters; the limit is {max_chars}",
-            path=source,
-            line=line,
-            field="prompt",
-        )
-    return prompt
+    prompt = value.strip() if isinstance(value, str) else value
+    try:
+        return check_prompt(prompt, max_chars=max_chars)
+    except InputError as exc:
+        raise InputError(exc.reason, path=source, line=line, field="prompt") from None
 
 
 def _check_id(value: object, source: str, line: int) -> RecordId:

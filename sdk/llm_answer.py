@@ -21,10 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from lcfix.compose import compose_plan
 from lcfix.errors import (
     ConfigError,
-    InputError,
     PlanValidationError,
 )
-from lcfix.planner import MAX_PROMPT_CHARS
 from lcfix.plans import ConceptPair, Plan, PlannerInfo
 from lcfix.strict_schema import strict_json_schema
 from lcfix.text import missing_words, phrase_in
@@ -253,18 +251,6 @@ def reask_messages(
             "text inside <prompt>.",
         },
     ]
-
-
-def check_prompt(prompt: str) -> str:
-    """The prompt, or InputError if it is empty or too long to plan."""
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise InputError("the prompt is empty", field="prompt")
-    if len(prompt) > MAX_PROMPT_CHARS:
-        raise InputError(
-            f"the prompt has {len(prompt)} characters; the limit is {MAX_PROMPT_CHARS}",
-            field="prompt",
-        )
-    return prompt
 
 
 def replan_for(plan: Plan, prompt: str) -> Plan:

@@ -48,12 +48,12 @@ from lcfix.errors import (
 from lcfix.llm import CircuitBreaker, Completion, RateLimiter, RetryPolicy
 from lcfix.llm_answer import (
     ANSWER_SCHEMA,
-    check_prompt,
     load_template,
     parse_answer,
     reask_messages,
     replan_for,
 )
+from lcfix.planner import check_prompt
 from lcfix.plans import Plan, PlannerInfo, Usage
 
 if TYPE_CHECKING:

@@ -27,7 +27,7 @@ from lcfix.detect import Finding, detect
 from lcfix.errors import ConfigError, InputError, LcfixError
 from lcfix.kb import Entry, KnowledgeBase, fold, load_kb
 from lcfix.phrases import Chunk, chunk
-from lcfix.planner import MAX_PROMPT_CHARS, BasePlanner
+from lcfix.planner import BasePlanner, check_prompt
 from lcfix.plans import ConceptPair, Plan, PlannerInfo
 from lcfix.text import content_words, phrase_in
 
@@ -101,7 +101,7 @@ class OfflinePlanner(BasePlanner):
         todo: list[tuple[int, str, list[Chunk]]] = []
         for i, prompt in enumerate(prompts):
             try:
-                _check(prompt)
+                check_prompt(prompt)
             except InputError as exc:
                 out[i] = exc
                 continue
@@ -167,18 +167,6 @@ class OfflinePlanner(BasePlanner):
         self._plans[prompt] = plan
         if len(self._plans) > _PLAN_CACHE_SIZE:
             self._plans.popitem(last=False)
-
-
-def _check(prompt: str) -> None:
-    if not isinstance(prompt, str):
-        raise InputError(f"a prompt must be a string, got {type(prompt).__name__}", field="prompt")
-    if not prompt.strip():
-        raise InputError("the prompt is empty", field="prompt")
-    if len(prompt) > MAX_PROMPT_CHARS:
-        raise InputError(
-            f"the prompt is {len(prompt)} characters long; the limit is {MAX_PROMPT_CHARS}",
-            field="prompt",
-        )
 
 
 def _from_prompt(prompt: str, phrase: str) -> bool:

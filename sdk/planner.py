@@ -12,13 +12,27 @@ import os
 from collections.abc import Sequence
 from typing import Literal, Protocol, get_args, runtime_checkable
 
-from lcfix.errors import ConfigError, LcfixError
+from lcfix.errors import ConfigError, InputError, LcfixError
 from lcfix.plans import Plan
 
 PlannerKind = Literal["offline", "llm", "auto"]
 PLANNER_KINDS: tuple[str, ...] = get_args(PlannerKind)
 MAX_PROMPT_CHARS = 4000
 """Longest prompt lcfix plans; longer ones are an input error (documented in docs/cli.md)."""
+
+
+def check_prompt(prompt: object, *, max_chars: int = MAX_PROMPT_CHARS) -> str:
+    """``prompt`` unchanged, or InputError (field ``prompt``) when it is not a string, is
+    empty, or is longer than ``max_chars``. Every entry point checks prompts with this."""
+    if not isinstance(prompt, str):
+        raise InputError(f"a prompt must be a string, got {type(prompt).__name__}", field="prompt")
+    if not prompt.strip():
+        raise InputError("empty prompt", field="prompt")
+    if len(prompt) > max_chars:
+        raise InputError(
+            f"prompt is {len(prompt)} characters; the limit is {max_chars}", field="prompt"
+        )
+    return prompt
 
 
 @runtime_checkable
