@@ -33,6 +33,7 @@ from lcfix.adapters.base import (
     StagingMode,
     parse_options,
 )
+from lcfix.compose import excludable_latents
 from lcfix.errors import ConfigError, UnsupportedError
 from lcfix.plans import Plan, RewriteDialect, Stage
 from lcfix.text import phrase_in
@@ -175,11 +176,7 @@ def prompt_for(plan: Plan, dialect: RewriteDialect) -> str:
 
 def latent_terms(plan: Plan) -> list[str]:
     """Latent concepts worth excluding: named by the plan, never asked for by the user."""
-    out: list[str] = []
-    for pair in plan.pairs:
-        if pair.latent and not phrase_in(plan.prompt, pair.latent) and pair.latent not in out:
-            out.append(pair.latent)
-    return out
+    return excludable_latents(plan.prompt, plan.pairs)
 
 
 def negative_with_latents(negative: str | None, plan: Plan) -> str | None:

@@ -19,7 +19,7 @@ from lcfix.plans import (
     Rewrites,
     Stage,
 )
-from lcfix.text import norm_words, phrase_in, singular, words
+from lcfix.text import content_words, norm_words, singular, words
 
 DEFAULT_STAGE1_END = 0.25
 """The paper's search starts at 0.25 of the steps; its demo uses 0.2."""
@@ -93,10 +93,11 @@ def natural_rewrite(
     text = prompt.strip().rstrip(".")
     lead: list[str] = []
     tail: list[str] = []
+    excludable = excludable_latents(prompt, pairs)
     for pair in _unique_fragile(pairs):
         desc = descriptions.get(pair.fragile, "").strip().rstrip(".")
         desc = desc[:1].lower() + desc[1:]
-        latent = pair.latent if pair.latent and not phrase_in(prompt, pair.latent) else None
+        latent = pair.latent if pair.latent in excludable else None
         inner = ", ".join(
             x for x in (desc, f"not {_article(latent)}{latent}" if latent else "") if x
         )
@@ -110,20 +111,25 @@ def natural_rewrite(
     return ". ".join([out[:1].upper() + out[1:], *tail]) + "."
 
 
+def excludable_latents(prompt: str, pairs: Sequence[ConceptPair]) -> list[str]:
+    """The pairs' latent concepts that are safe to rule out: none shares a content word with
+    the prompt, so excluding it never excludes something the user asked for."""
+    asked = set(norm_words(prompt))
+    out: list[str] = []
+    for pair in pairs:
+        latent = pair.latent
+        if latent and latent not in out and not any(w in asked for w in content_words(latent)):
+            out.append(latent)
+    return out
+
+
 def weighted_rewrite(prompt: str, pairs: Sequence[ConceptPair]) -> str:
     """Midjourney-style multi-prompt: stress each fragile concept, exclude latent concepts."""
     body = prompt.strip().rstrip(".")
     if not pairs:
         return body
     parts = [f"{f}::2" for f in fragile_order(pairs)] + [f"{body}::1"]
-    nos: list[str] = []
-    prompt_words = set(norm_words(prompt))
-    for pair in pairs:
-        latent = pair.latent
-        if not latent or any(w in prompt_words for w in norm_words(latent)):
-            continue  # never exclude something the user asked for
-        if latent not in nos:
-            nos.append(latent)
+    nos = excludable_latents(prompt, pairs)
     out = " ".join(parts)
     if nos:
         out += " --no " + ", ".join(nos)

@@ -6,6 +6,7 @@ from lcfix.compose import (
     build_stages,
     clamp_ratio,
     compose_plan,
+    excludable_latents,
     format_when,
     natural_rewrite,
     weighted_rewrite,
@@ -105,3 +106,17 @@ def test_a1111_when_stays_a_fraction_near_the_edges() -> None:
     assert format_when(0.25) == "0.25"
     assert format_when(0.99999) == "0.99999"
     assert format_when(0.00001) == "0.00001"
+
+
+def test_latents_sharing_a_word_with_the_prompt_are_never_excluded() -> None:
+    stripes = ConceptPair(
+        fragile="leopard spots", dominant="zebra", latent="black and white stripes"
+    )
+    glass = ConceptPair(fragile="tea cup", dominant="iced coke", latent="glass")
+    assert excludable_latents("A zebra with leopard spots and a hat", [stripes, glass]) == [
+        "black and white stripes",
+        "glass",
+    ]
+    assert excludable_latents("A white zebra with leopard spots", [stripes]) == []
+    assert "--no" not in weighted_rewrite("A white zebra with leopard spots", [stripes])
+    assert "not black" not in natural_rewrite("A white zebra with leopard spots", [stripes], {})
