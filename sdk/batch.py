@@ -63,24 +63,32 @@ def plan_line(record: PromptRecord, result: Plan | LcfixError) -> dict[str, Any]
     return {"id": record.id, "prompt": record.prompt, "error": str(result)}
 
 
+def complete_lines(path: Path) -> list[tuple[int, str]]:
+    """The non-blank lines of an append-only JSONL file, with their 1-based numbers.
+
+    A run killed mid-write can leave a torn last line; it is cut off the file here, so the
+    next append starts on a clean line and the unfinished record is done again.
+    """
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    end = data.rfind(b"\n") + 1
+    if end < len(data):
+        with path.open("r+b") as fh:
+            fh.truncate(end)
+        data = data[:end]
+    text = data.decode("utf-8", errors="replace")
+    return [(n, raw) for n, raw in enumerate(text.splitlines(), start=1) if raw.strip()]
+
+
 def load_done_ids(path: Path) -> set[str]:
     """Ids already written to ``path`` by an earlier run.
 
     A run killed mid-write can leave a partial last line; it is cut off here so appending
     starts on a clean line. Any other unreadable line is an InputError naming it.
     """
-    if not path.exists():
-        return set()
-    data = path.read_bytes()
-    end = data.rfind(b"\n") + 1
-    if end < len(data):
-        with path.open("r+b") as fh:  # drop the torn line written when the run was killed
-            fh.truncate(end)
-        data = data[:end]
     done: set[str] = set()
-    for n, raw in enumerate(data.decode("utf-8", errors="replace").splitlines(), start=1):
-        if not raw.strip():
-            continue
+    for n, raw in complete_lines(path):
         try:
             obj = json.loads(raw)
         except json.JSONDecodeError as exc:

@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from lcfix.batch import complete_lines
 from lcfix.errors import ConfigError, InputError
 from lcfix.plans import Plan
 
@@ -150,18 +151,8 @@ class Manifest:
             self._lock_fh = None
 
     def _load(self) -> None:
-        if not self.path.exists():
-            return
-        data = self.path.read_bytes()
-        end = data.rfind(b"\n") + 1
-        if end < len(data):
-            # A run killed mid-write leaves a torn line: its job is not finished, drop it.
-            with self.path.open("r+b") as fh:
-                fh.truncate(end)
-            data = data[:end]
-        for n, raw in enumerate(data.decode("utf-8", errors="replace").splitlines(), start=1):
-            if not raw.strip():
-                continue
+        # A torn last line is a job that did not finish: complete_lines drops it.
+        for n, raw in complete_lines(self.path):
             try:
                 record = JobRecord.model_validate_json(raw)
             except ValueError as exc:

@@ -5,7 +5,14 @@ from pathlib import Path
 
 import pytest
 
-from lcfix.batch import JsonlSink, RunSummary, load_done_ids, plan_line, plan_records
+from lcfix.batch import (
+    JsonlSink,
+    RunSummary,
+    complete_lines,
+    load_done_ids,
+    plan_line,
+    plan_records,
+)
 from lcfix.compose import compose_plan
 from lcfix.errors import InputError, LcfixError, PlannerError
 from lcfix.inputs import PromptRecord
@@ -85,3 +92,11 @@ def test_jsonl_sink_writes_one_flushed_line_per_object() -> None:
     buf = io.StringIO()
     JsonlSink(buf).write({"id": 1, "prompt": "café"})
     assert buf.getvalue() == '{"id": 1, "prompt": "café"}\n'
+
+
+def test_complete_lines_skips_blanks_and_numbers_lines(tmp_path: Path) -> None:
+    path = tmp_path / "m.jsonl"
+    path.write_text('{"a": 1}\n\n{"b": 2}\n{"c"')
+    assert complete_lines(path) == [(1, '{"a": 1}'), (3, '{"b": 2}')]
+    assert path.read_text() == '{"a": 1}\n\n{"b": 2}\n'
+    assert complete_lines(tmp_path / "missing.jsonl") == []
